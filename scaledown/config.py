@@ -1,0 +1,274 @@
+"""Run configuration: nested dataclasses with the OSCAR paper's defaults (arXiv 2504.07109, Table 7).
+
+Load with `load_config(path, overrides)`; overrides look like `--train.micro_batch_size=4`. Every section
+validates itself in `__post_init__`, and the resolved config is saved next to every run and checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or inconsistent with another one."""
+
+
+@dataclass
+class ModelConfig:
+    generator: str = "mistralai/Mistral-7B-Instruct-v0.2"
+    """Path or hub id of the generator (any Hugging Face causal LM with a chat template)."""
+    compressor: str = "n_layers"
+    """`n_layers`: a trainable copy of the generator's first `compressor_layers` decoder layers.
+    `encoder`: the model at `encoder` (an encoder or a small LM) plus an MLP projection."""
+    compressor_layers: int = 8
+    """N for the `n_layers` compressor (the paper uses 5, 8 or 10)."""
+    encoder: str = ""
+    """Path or hub id of the `encoder` compressor's backbone (e.g. ModernBERT, Llama-3.2-1B)."""
+    projection_hidden: int = 8096
+    """Hidden width of the encoder compressor's Linear -> ReLU -> Linear projection."""
+    num_memory_tokens: int = 8
+    """l: embeddings per document (128-token documents with l = 8 give 16x compression)."""
+    max_doc_tokens: int = 128
+    """Document budget in compressor tokens; longer documents are truncated."""
+    max_query_tokens: int = 64
+    """Query budget in tokens, both in the compressor input and the generator prompt."""
+    max_answer_tokens: int = 128
+    """Training answers are truncated to this many tokens; also the default for `generate`."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_target_modules: str = "all-linear"
+    """peft `target_modules`: `all-linear` puts LoRA on every linear layer but the LM head."""
+    rerank: bool = False
+    """Add a `<RR>` token to the compressor input and train a score head on it."""
+    rerank_weight: float = 0.05
+    """Weight of the MSE between the `<RR>` score and the cross-encoder score."""
+    dtype: str = "bfloat16"
+    """Weights and compute dtype: bfloat16, float16 or float32."""
+    attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
+    """Off by default: loading a model must not run code from its folder unless asked."""
+    instruction: str = (
+        "Answer the question using the background documents. Be concise and only use relevant information."
+    )
+    """First line of the generator prompt (and of the teacher's prompt when building data)."""
+
+    def __post_init__(self):
+        if self.compressor not in ("n_layers", "encoder"):
+            raise ConfigError(f"model.compressor={self.compressor!r}: expected 'n_layers' or 'encoder'")
+        if self.compressor == "encoder" and not self.encoder:
+            raise ConfigError("model.compressor='encoder' needs model.encoder (a path or hub id)")
+        if self.compressor_layers < 1:
+            raise ConfigError(f"model.compressor_layers={self.compressor_layers}: must be >= 1")
+        for name in ("num_memory_tokens", "max_doc_tokens", "max_query_tokens", "max_answer_tokens", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 1")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"model.lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if self.dtype not in ("bfloat16", "float16", "float32"):
+            raise ConfigError(f"model.dtype={self.dtype!r}: expected bfloat16, float16 or float32")
+
+    @property
+    def compression_rate(self) -> float:
+        return self.max_doc_tokens / self.num_memory_tokens
+
+
+@dataclass
+class DataConfig:
+    train_path: str = ""
+    """Training records: a JSONL file or a Hugging Face `datasets` folder (see scaledown/data/schema.py)."""
+    eval_path: str = ""
+    """Held-out records for evaluation during and after training; empty disables it."""
+    num_documents: int = 5
+    """k: documents per query in training; records with fewer are padded with masked empty slots."""
+    max_eval_examples: int = 256
+    num_workers: int = 0
+    """DataLoader worker processes per rank."""
+
+    def __post_init__(self):
+        if self.num_documents < 1:
+            raise ConfigError(f"data.num_documents={self.num_documents}: must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    lr_generator: float = 1e-4
+    """LR of the generator's LoRA matrices."""
+    lr_compressor: float | None = None
+    """LR of the compressor; None picks the paper's value: 5e-5 for n_layers, 1e-4 for encoder."""
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_ratio: float = 0.05
+    """Linear warmup over this share of the steps, then linear decay to 0."""
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.lr_generator <= 0 or (self.lr_compressor is not None and self.lr_compressor <= 0):
+            raise ConfigError(f"optim: learning rates must be > 0 (lr_generator={self.lr_generator}, "
+                              f"lr_compressor={self.lr_compressor})")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"optim.warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    """Run folder: config.yaml, checkpoints/step-*/, tensorboard/, export/."""
+    global_batch_size: int = 128
+    """Queries per optimizer step = micro_batch_size x gradient_accumulation x data-parallel size."""
+    micro_batch_size: int = 4
+    """Queries per forward pass per data-parallel rank."""
+    epochs: float = 1.0
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: run `epochs`)."""
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0
+    """Evaluate every K optimizer steps (0: only at the end)."""
+    save_every: int = 500
+    """Checkpoint every K optimizer steps (0: only at the end)."""
+    keep_last: int = 3
+    """Checkpoints to keep on disk."""
+    resume: str = "auto"
+    """`auto` (latest complete checkpoint in output_dir, if any), `none`, or a step-* folder."""
+    gradient_checkpointing: bool = False
+    max_eval_new_tokens: int = 32
+
+    def __post_init__(self):
+        for name in ("global_batch_size", "micro_batch_size", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError(f"train.epochs={self.epochs} and train.max_steps={self.max_steps}: set one > 0")
+
+
+@dataclass
+class EngineConfig:
+    backend: str = "deepspeed"
+    """`deepspeed` (GPU clusters, or CPU with DS_ACCELERATOR=cpu), `torch` (one process, debugging),
+    `neuron` (neuronx-distributed on Trainium)."""
+    deepspeed_config: str = "ds_configs/zero2.json"
+    """DeepSpeed JSON; its "auto" fields are filled from this config, explicit values must agree."""
+    neuron_config: str = "neuron_configs/tp8_lora.yaml"
+    tensor_parallel_size: int = 1
+    """Tensor-parallel degree (neuron backend only)."""
+
+    def __post_init__(self):
+        if self.backend not in ("deepspeed", "torch", "neuron"):
+            raise ConfigError(f"engine.backend={self.backend!r}: expected deepspeed, torch or neuron")
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: must be >= 1")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self):
+        if self.optim.lr_compressor is None:
+            self.optim.lr_compressor = 5e-5 if self.model.compressor == "n_layers" else 1e-4
+        if self.train.global_batch_size % self.train.micro_batch_size:
+            raise ConfigError(f"train.global_batch_size={self.train.global_batch_size} is not a multiple of "
+                              f"train.micro_batch_size={self.train.micro_batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        data = self.to_dict()
+        data["optim"]["betas"] = list(data["optim"]["betas"])
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Config:
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for name, values in (data or {}).items():
+            if name not in sections:
+                raise ConfigError(f"{source}: unknown section {name!r} (expected one of {sorted(sections)})")
+            section_cls = _SECTIONS[name]
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            unknown = set(values or {}) - known
+            if unknown:
+                raise ConfigError(f"{source}: unknown field(s) {sorted(unknown)} in section {name!r}")
+            types = {f.name: f.type for f in dataclasses.fields(section_cls)}
+            values = {k: _coerce(v, types[k], f"{source}: {name}.{k}") for k, v in (values or {}).items()}
+            kwargs[name] = section_cls(**values)
+        return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """YAML reads `2e-4` as a string and `1` where a float is meant: convert to the field's declared type."""
+    kinds = [t.strip() for t in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return None
+    try:
+        if "float" in kinds and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return float(value)
+        if "int" in kinds and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise ConfigError(f"{where}={value!r}: expected {annotation}") from None
+    if "bool" in kinds and not isinstance(value, bool):
+        raise ConfigError(f"{where}={value!r}: expected true or false")
+    if "int" in kinds and not isinstance(value, int):
+        raise ConfigError(f"{where}={value!r}: expected an integer")
+    if "str" in kinds and not isinstance(value, str):
+        raise ConfigError(f"{where}={value!r}: expected a string")
+    return value
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig,
+             "engine": EngineConfig}
+
+
+def parse_overrides(args: list[str]) -> dict[str, dict[str, Any]]:
+    """`--section.field=value` (or `--section.field value`) -> nested dict; values parse as YAML scalars."""
+    out: dict[str, dict[str, Any]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise ConfigError(f"override {arg!r}: expected --section.field=value")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg!r} has no value")
+            value = args[i + 1]
+            i += 1
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = yaml.safe_load(value) if value != "" else ""
+        i += 1
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML or JSON config file (or the defaults when path is None) and apply overrides."""
+    data: dict[str, dict[str, Any]] = {}
+    source = "<defaults>"
+    if path:
+        source = str(path)
+        text = Path(path).read_text()
+        try:
+            data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {err}")
+        data = data or {}
+    for section, values in parse_overrides(overrides or []).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return Config.from_dict(data, source)
+    except TypeError as err:
+        raise ConfigError(f"{source}: {err}") from err

@@ -1,0 +1,146 @@
+"""Turn records into the compressor batch and the generator batch.
+
+Compressor rows (B x k of them, all compressed in one call), left-padded:
+    [bos] query \\n document(<= max_doc_tokens) <MEM0> ... <MEM{l-1}> [<RR>]
+Generator rows, left-padded, built with the tokenizer's chat template:
+    user:      instruction \\nBackground:\\n <MEM>*l \\n <MEM>*l \\n ... \\nQuestion: query
+    assistant: answer </s>          (training only; labels are -100 everywhere else)
+The k*l `<MEM>` placeholders are overwritten with the compressed embeddings in the model. A record with fewer
+than k documents gets empty slots whose placeholders are masked out of the generator's attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from scaledown.data.schema import Record
+
+MEMORY_TOKEN = "<MEM{}>"
+RERANK_TOKEN = "<RR>"
+PLACEHOLDER_TOKEN = "<MEM>"
+IGNORE_INDEX = -100
+
+
+def memory_tokens(n: int) -> list[str]:
+    return [MEMORY_TOKEN.format(i) for i in range(n)]
+
+
+def generator_messages(instruction: str, query: str, background: list[str], answer: str | None = None):
+    """The chat messages of the generator (and teacher) prompt; `background` holds one string per document."""
+    body = "".join(f"{doc}\n" for doc in background)
+    messages = [{"role": "user", "content": f"{instruction}\nBackground:\n{body}\nQuestion: {query}"}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+@dataclass
+class Collator:
+    """Callable for a DataLoader: list[Record] -> dict of tensors (see the module docstring)."""
+
+    tokenizer: object
+    """The generator's tokenizer, extended with `<MEM>`."""
+    compressor_tokenizer: object
+    """The compressor's tokenizer (the generator's for n_layers), extended with `<MEM{i}>` and `<RR>`."""
+    num_memory_tokens: int
+    max_doc_tokens: int
+    max_query_tokens: int
+    max_answer_tokens: int
+    instruction: str
+    num_documents: int | None = None
+    """k; None uses the largest document count in the batch (inference)."""
+    rerank: bool = False
+    with_answers: bool = True
+
+    def __post_init__(self):
+        ctok = self.compressor_tokenizer
+        self.memory_ids = ctok.convert_tokens_to_ids(memory_tokens(self.num_memory_tokens))
+        self.rerank_id = ctok.convert_tokens_to_ids(RERANK_TOKEN) if self.rerank else None
+        self.placeholder_id = self.tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
+        self.comp_bos = [ctok.bos_token_id] if ctok.bos_token_id is not None else (
+            [ctok.cls_token_id] if ctok.cls_token_id is not None else [])
+        newline = ctok("\n", add_special_tokens=False)["input_ids"]
+        self.comp_sep = newline or ([ctok.sep_token_id] if ctok.sep_token_id is not None else [])
+
+    def _ids(self, tokenizer, text: str, limit: int | None = None) -> list[int]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[:limit] if limit else ids
+
+    def compressor_row(self, query: str, document: str) -> list[int]:
+        ctok = self.compressor_tokenizer
+        tail = list(self.memory_ids) + ([self.rerank_id] if self.rerank else [])
+        doc = self._ids(ctok, document, self.max_doc_tokens) if document else []
+        return self.comp_bos + self._ids(ctok, query, self.max_query_tokens) + self.comp_sep + doc + tail
+
+    def generator_row(self, query: str, k: int, answer: str | None) -> tuple[list[int], list[int]]:
+        """(input ids, labels) of one generator row."""
+        tok = self.tokenizer
+        query = tok.decode(self._ids(tok, query, self.max_query_tokens))
+        slots = [PLACEHOLDER_TOKEN * self.num_memory_tokens] * k
+        prompt = tok.apply_chat_template(generator_messages(self.instruction, query, slots),
+                                         tokenize=False, add_generation_prompt=True)
+        ids = self._ids(tok, prompt)
+        labels = [IGNORE_INDEX] * len(ids)
+        if answer is not None:
+            answer_ids = self._ids(tok, answer, self.max_answer_tokens) + [tok.eos_token_id]
+            ids += answer_ids
+            labels += answer_ids
+        return ids, labels
+
+    def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
+        k = self.num_documents or max(len(r.documents) for r in records)
+        l = self.num_memory_tokens
+        comp_rows, gen_rows, label_rows = [], [], []
+        doc_mask = torch.zeros(len(records), k, dtype=torch.bool)
+        scores = torch.zeros(len(records), k, dtype=torch.float32)
+        for b, rec in enumerate(records):
+            docs = rec.documents[:k]
+            doc_mask[b, :len(docs)] = True
+            if rec.reranking_scores is not None:
+                scores[b, :len(docs)] = torch.tensor(rec.reranking_scores[:k])
+            for j in range(k):
+                comp_rows.append(self.compressor_row(rec.query, docs[j] if j < len(docs) else ""))
+            ids, labels = self.generator_row(rec.query, k, rec.answer if self.with_answers else None)
+            gen_rows.append(ids)
+            label_rows.append(labels)
+        comp_ids, comp_mask = left_pad(comp_rows, self.compressor_tokenizer.pad_token_id)
+        gen_ids, gen_mask = left_pad(gen_rows, self.tokenizer.pad_token_id)
+        labels, _ = left_pad(label_rows, IGNORE_INDEX)
+        placeholder = gen_ids == self.placeholder_id
+        counts = placeholder.sum(-1)
+        if not torch.all(counts == k * l):
+            raise ValueError(f"generator prompt has {counts.tolist()} '{PLACEHOLDER_TOKEN}' placeholders, expected "
+                             f"{k * l} per row: the chat template or tokenizer split the placeholder token")
+        # Empty document slots: hide their placeholders from the generator's attention.
+        slot_of = (placeholder.long().cumsum(-1) - 1).clamp(min=0) // l
+        hidden = placeholder & ~doc_mask.gather(1, slot_of.clamp(max=k - 1))
+        gen_mask = gen_mask.masked_fill(hidden, 0)
+        batch = {
+            "comp_input_ids": comp_ids, "comp_attention_mask": comp_mask,
+            "gen_input_ids": gen_ids, "gen_attention_mask": gen_mask,
+            "doc_mask": doc_mask,
+        }
+        if self.with_answers:
+            batch["labels"] = labels
+        if self.rerank:
+            batch["reranking_scores"] = scores
+            batch["has_scores"] = torch.tensor([r.reranking_scores is not None for r in records])
+        return batch
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens the model reads for this batch (compressor + generator, padding excluded): for tokens/s."""
+    return int(batch["comp_attention_mask"].sum()) + int(batch["gen_attention_mask"].sum())

@@ -1,0 +1,140 @@
+"""The training record and its loaders.
+
+One record per query:
+    {"id": "q1",                                   # optional; the line or row number otherwise
+     "query": "who wrote ...",
+     "documents": ["text", {"title": "...", "text": "..."}, ...],
+     "answer": "the teacher's answer",             # optional at inference
+     "reranking_scores": [3.2, -1.0, ...]}         # optional: one cross-encoder score per document
+
+Records live in a JSONL file (one per line) or a Hugging Face `datasets` folder (`save_to_disk`). A bad record
+raises `DataError` naming the file, the line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class DataError(ValueError):
+    """A record is malformed; the message names the file, line and field."""
+
+
+@dataclass
+class Record:
+    query: str
+    documents: list[str]
+    answer: str | None = None
+    reranking_scores: list[float] | None = None
+    id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def document_text(doc: str | dict[str, Any]) -> str:
+    """A document as the compressor reads it: `title\\ntext` when it has a title."""
+    if isinstance(doc, str):
+        return doc
+    title, text = doc.get("title") or "", doc.get("text") or ""
+    return f"{title}\n{text}" if title else text
+
+
+def validate_record(obj: Any, where: str, require_answer: bool = True) -> Record:
+    """Check one decoded record; `where` is `file:line` for the error messages."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: record must be a JSON object, got {type(obj).__name__}")
+    query = obj.get("query")
+    if not isinstance(query, str):
+        raise DataError(f"{where}: field 'query': expected a string, got {type(query).__name__}")
+    if not query.strip():
+        raise DataError(f"{where}: field 'query': empty")
+    docs = obj.get("documents")
+    if not isinstance(docs, list):
+        raise DataError(f"{where}: field 'documents': expected a list, got {type(docs).__name__}")
+    if not docs:
+        raise DataError(f"{where}: field 'documents': no documents")
+    texts = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, dict):
+            for key in ("title", "text"):
+                if doc.get(key) is not None and not isinstance(doc[key], str):
+                    raise DataError(f"{where}: field 'documents[{i}].{key}': expected a string, "
+                                    f"got {type(doc[key]).__name__}")
+            if not isinstance(doc.get("text"), str):
+                raise DataError(f"{where}: field 'documents[{i}].text': missing")
+        elif not isinstance(doc, str):
+            raise DataError(f"{where}: field 'documents[{i}]': expected a string or {{title, text}}, "
+                            f"got {type(doc).__name__}")
+        texts.append(document_text(doc))
+    answer = obj.get("answer")
+    if answer is None and require_answer:
+        raise DataError(f"{where}: field 'answer': missing (training records need the teacher's answer)")
+    if answer is not None and not isinstance(answer, str):
+        raise DataError(f"{where}: field 'answer': expected a string, got {type(answer).__name__}")
+    if require_answer and not answer.strip():
+        raise DataError(f"{where}: field 'answer': empty")
+    scores = obj.get("reranking_scores")
+    if scores is not None:
+        if not isinstance(scores, list) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
+            raise DataError(f"{where}: field 'reranking_scores': expected a list of numbers")
+        if len(scores) != len(docs):
+            raise DataError(f"{where}: field 'reranking_scores': {len(scores)} scores for {len(docs)} documents")
+        if not all(math.isfinite(s) for s in scores):
+            raise DataError(f"{where}: field 'reranking_scores': not finite")
+        scores = [float(s) for s in scores]
+    rid = obj.get("id", "")
+    extra = {k: v for k, v in obj.items() if k not in ("id", "query", "documents", "answer", "reranking_scores")}
+    return Record(query=query, documents=texts, answer=answer, reranking_scores=scores, id=str(rid), extra=extra)
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded object) for each non-blank line; bad UTF-8 or JSON raises with the line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}") from None
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: invalid JSON: {err.msg} at column {err.colno}") from None
+
+
+def load_records(path: str | Path, require_answer: bool = True) -> list[Record]:
+    """All records of a JSONL file or a `datasets` folder, validated."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    records = []
+    if path.is_dir():
+        import datasets  # a `datasets` folder needs the package; JSONL does not
+
+        for i, row in enumerate(datasets.load_from_disk(str(path))):
+            rec = validate_record(row, f"{path}: row {i}", require_answer)
+            rec.id = rec.id or str(i)
+            records.append(rec)
+    else:
+        for lineno, obj in iter_jsonl(path):
+            rec = validate_record(obj, f"{path}:{lineno}", require_answer)
+            rec.id = rec.id or str(lineno)
+            records.append(rec)
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:
+    """Write records atomically: a temporary name, then a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,43 @@
+"""The generator: a Hugging Face causal LM with LoRA, reading compressed documents spliced into its prompt."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Padding is always masked out, so any id works; Mistral and Llama ship without a pad token.
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token else tokenizer.unk_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str = "sdpa",
+                   trust_remote_code: bool = False) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype],
+                                                attn_implementation=attn_implementation,
+                                                trust_remote_code=trust_remote_code)
+
+
+def add_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, target_modules: str) -> PeftModel:
+    """Freeze the base weights and add LoRA matrices (peft's format, so adapters load with `PeftModel`)."""
+    targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",")]
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def splice(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, placeholder_id: int,
+           memory: torch.Tensor) -> torch.Tensor:
+    """Overwrite the placeholder embeddings, in order, with `memory` [B, k, l, d].
+
+    Row b's placeholders take memory[b] flattened document by document: the collator guarantees exactly
+    k*l placeholders per row, so masked_scatter's row-major fill puts every embedding at its slot.
+    """
+    mask = (input_ids == placeholder_id).unsqueeze(-1)
+    return inputs_embeds.masked_scatter(mask, memory.to(inputs_embeds.dtype))

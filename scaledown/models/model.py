@@ -1,0 +1,217 @@
+"""OSCAR: an online, query-dependent compressor feeding a LoRA generator, with an optional reranking head.
+
+`ScaleDownModel.build(model_config)` loads the generator, extends the tokenizers with the memory tokens,
+resizes the embeddings and builds the compressor. `forward(**batch)` returns the distillation loss;
+`generate(queries, documents)` answers from compressed documents. `save_pretrained` writes only what training
+changes (compressor, LoRA adapter, added embedding rows, rerank head) plus the config; `from_pretrained` loads
+that on top of the base generator named in the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from scaledown.config import ModelConfig
+from scaledown.data.collate import PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, memory_tokens
+from scaledown.data.schema import Record
+from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, position_ids_from_mask
+from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
+
+
+class ScaleDownModel(nn.Module):
+    def __init__(self, config: ModelConfig, tokenizer, compressor_tokenizer, compressor: nn.Module,
+                 generator: PeftModel, base_vocab_size: int):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.compressor_tokenizer = compressor_tokenizer
+        self.compressor = compressor
+        self.generator = generator
+        self.base_vocab_size = base_vocab_size
+        self.placeholder_id = tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
+        hidden = generator.get_input_embeddings().weight.shape[1]
+        self.rerank_head = nn.Linear(hidden, 1).to(generator.dtype) if config.rerank else None
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: ModelConfig) -> ScaleDownModel:
+        """Fresh model for training: base generator + new LoRA + compressor initialised from its source."""
+        tokenizer = load_tokenizer(config.generator, config.trust_remote_code)
+        lm = load_causal_lm(config.generator, config.dtype, config.attn_implementation, config.trust_remote_code)
+        base_vocab = lm.get_input_embeddings().weight.shape[0]
+        special = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
+        if config.compressor == "n_layers":
+            tokenizer.add_special_tokens({"additional_special_tokens": special + [PLACEHOLDER_TOKEN]})
+            compressor_tokenizer = tokenizer
+            lm.resize_token_embeddings(len(tokenizer))
+            compressor = NLayersCompressor.from_generator(lm, config.compressor_layers)
+        else:
+            tokenizer.add_special_tokens({"additional_special_tokens": [PLACEHOLDER_TOKEN]})
+            lm.resize_token_embeddings(len(tokenizer))
+            compressor_tokenizer = load_tokenizer(config.encoder, config.trust_remote_code)
+            compressor_tokenizer.add_special_tokens({"additional_special_tokens": special})
+            compressor = EncoderCompressor.load(config.encoder, config.projection_hidden, lm.config.hidden_size,
+                                                DTYPES[config.dtype], config.trust_remote_code)
+            compressor.backbone.resize_token_embeddings(len(compressor_tokenizer))
+        generator = add_lora(lm, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+        return cls(config, tokenizer, compressor_tokenizer, compressor, generator, base_vocab)
+
+    def collator(self, num_documents: int | None = None, with_answers: bool = True) -> Collator:
+        c = self.config
+        return Collator(self.tokenizer, self.compressor_tokenizer, c.num_memory_tokens, c.max_doc_tokens,
+                        c.max_query_tokens, c.max_answer_tokens, c.instruction, num_documents, c.rerank,
+                        with_answers)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimizer group: the compressor (and rerank head) and the generator's LoRA."""
+        compressor = [p for p in self.compressor.parameters() if p.requires_grad]
+        if self.rerank_head is not None:
+            compressor += list(self.rerank_head.parameters())
+        generator = [p for p in self.generator.parameters() if p.requires_grad]
+        return {"compressor": compressor, "generator": generator}
+
+    # ---- compute ------------------------------------------------------------------------------------------
+    def compress(self, comp_input_ids: torch.Tensor, comp_attention_mask: torch.Tensor, batch_size: int):
+        """All B*k documents in one call -> (memory [B, k, l, d], rerank scores [B, k] or None)."""
+        l = self.config.num_memory_tokens
+        tail = l + (1 if self.rerank_head is not None else 0)
+        hidden = self.compressor(comp_input_ids, comp_attention_mask, tail)  # [B*k, tail, d]
+        memory = hidden[:, :l].reshape(batch_size, -1, l, hidden.shape[-1])
+        scores = None
+        if self.rerank_head is not None:
+            scores = self.rerank_head(hidden[:, l]).float().view(batch_size, -1)
+        return memory, scores
+
+    def _generator_inputs(self, batch: dict[str, torch.Tensor]):
+        memory, scores = self.compress(batch["comp_input_ids"], batch["comp_attention_mask"],
+                                       batch["gen_input_ids"].shape[0])
+        ids = batch["gen_input_ids"]
+        embeds = splice(self.generator.get_input_embeddings()(ids), ids, self.placeholder_id, memory)
+        return embeds, scores
+
+    def forward(self, gen_input_ids, gen_attention_mask, labels, comp_input_ids, comp_attention_mask,
+                doc_mask, reranking_scores=None, has_scores=None) -> dict[str, torch.Tensor]:
+        batch = {"gen_input_ids": gen_input_ids, "comp_input_ids": comp_input_ids,
+                 "comp_attention_mask": comp_attention_mask}
+        embeds, scores = self._generator_inputs(batch)
+        out = self.generator(inputs_embeds=embeds, attention_mask=gen_attention_mask,
+                             position_ids=position_ids_from_mask(gen_attention_mask), labels=labels,
+                             use_cache=False)
+        result = {"ce_loss": out.loss, "loss": out.loss}
+        if self.rerank_head is not None and reranking_scores is not None:
+            mask = (doc_mask & has_scores[:, None]).float()
+            mse = ((scores - reranking_scores.float()) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
+            result["rerank_loss"] = mse
+            result["loss"] = out.loss + self.config.rerank_weight * mse
+        return result
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        embeds, _ = self._generator_inputs(batch)
+        mask = batch["gen_attention_mask"]
+        return self.generator(inputs_embeds=embeds, attention_mask=mask,
+                              position_ids=position_ids_from_mask(mask), use_cache=False).logits
+
+    @torch.no_grad()
+    def rerank_scores(self, queries: list[str], documents: list[list[str]]) -> torch.Tensor:
+        if self.rerank_head is None:
+            raise ValueError("this model has no reranking head (model.rerank=false)")
+        batch = self._batch(queries, documents)
+        return self.compress(batch["comp_input_ids"], batch["comp_attention_mask"], len(queries))[1]
+
+    def _batch(self, queries, documents):
+        records = [Record(query=q, documents=list(d)) for q, d in zip(queries, documents)]
+        batch = self.collator(with_answers=False)(records)
+        device = self.generator.get_input_embeddings().weight.device
+        return {k: v.to(device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def generate(self, queries: list[str], documents: list[list[str]], max_new_tokens: int | None = None,
+                 **generate_kwargs) -> list[str]:
+        """Greedy answers (by default) from the compressed documents; one answer per query."""
+        batch = self._batch(queries, documents)
+        embeds, _ = self._generator_inputs(batch)
+        kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens or self.config.max_answer_tokens,
+                  "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id,
+                  **generate_kwargs}
+        if not kwargs.get("do_sample"):
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        out = self.generator.generate(inputs_embeds=embeds, attention_mask=batch["gen_attention_mask"], **kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def answer(self, query: str, documents: list[str], **kwargs) -> str:
+        return self.generate([query], [documents], **kwargs)[0]
+
+    # ---- persistence --------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Everything training changes, by file: compressor, added embedding rows, rerank head."""
+        lm = self.generator.get_base_model()
+        extra = {"input_rows": lm.get_input_embeddings().weight[self.base_vocab_size:]}
+        out_emb = lm.get_output_embeddings()
+        if out_emb is not None and out_emb.weight is not lm.get_input_embeddings().weight:
+            extra["output_rows"] = out_emb.weight[self.base_vocab_size:]
+        if self.rerank_head is not None:
+            extra.update({f"rerank_head.{k}": v for k, v in self.rerank_head.state_dict().items()})
+        return {"extra": {k: v.detach().contiguous().cpu() for k, v in extra.items()}}
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"model": dataclasses.asdict(self.config), "base_vocab_size": self.base_vocab_size}
+        if isinstance(self.compressor, EncoderCompressor):
+            meta["encoder_config"] = self.compressor.backbone.config.to_dict()
+        (path / "scaledown_config.json").write_text(json.dumps(meta, indent=2))
+        save_model(self.compressor, str(path / "compressor.safetensors"))
+        save_file(self.trainable_state()["extra"], str(path / "extra.safetensors"))
+        # The added embedding rows are in extra.safetensors: keep peft from saving whole embedding matrices.
+        self.generator.save_pretrained(str(path / "adapter"), save_embedding_layers=False)
+        self.tokenizer.save_pretrained(str(path / "tokenizer"))
+        if self.compressor_tokenizer is not self.tokenizer:
+            self.compressor_tokenizer.save_pretrained(str(path / "compressor_tokenizer"))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, generator: str | None = None, trainable: bool = False,
+                        dtype: str | None = None) -> ScaleDownModel:
+        """Load an export; `generator` overrides the base model's path recorded in the config."""
+        path = Path(path)
+        meta_file = path / "scaledown_config.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{meta_file}: not a ScaleDown export (no scaledown_config.json)")
+        meta = json.loads(meta_file.read_text())
+        fields = meta["model"]
+        if generator:
+            fields["generator"] = generator
+        if dtype:
+            fields["dtype"] = dtype
+        config = ModelConfig(**fields)
+        tokenizer = load_tokenizer(str(path / "tokenizer"))
+        lm = load_causal_lm(config.generator, config.dtype, config.attn_implementation, config.trust_remote_code)
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        extra = load_file(str(path / "extra.safetensors"))
+        base = meta["base_vocab_size"]
+        with torch.no_grad():
+            lm.get_input_embeddings().weight[base:] = extra["input_rows"]
+            if "output_rows" in extra:
+                lm.get_output_embeddings().weight[base:] = extra["output_rows"]
+        compressor_tokenizer = tokenizer
+        if config.compressor == "n_layers":
+            compressor = NLayersCompressor.empty(lm.config, config.compressor_layers, lm.dtype)
+        else:
+            compressor_tokenizer = load_tokenizer(str(path / "compressor_tokenizer"))
+            compressor = EncoderCompressor.empty(meta["encoder_config"], config.projection_hidden,
+                                                 lm.config.hidden_size, lm.dtype)
+        load_model(compressor, str(path / "compressor.safetensors"))
+        peft_model = PeftModel.from_pretrained(lm, str(path / "adapter"), is_trainable=trainable)
+        model = cls(config, tokenizer, compressor_tokenizer, compressor, peft_model, base)
+        if model.rerank_head is not None:
+            model.rerank_head.load_state_dict({k.removeprefix("rerank_head."): v for k, v in extra.items()
+                                               if k.startswith("rerank_head.")})
+        model.compressor.requires_grad_(trainable)
+        return model

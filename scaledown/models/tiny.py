@@ -1,0 +1,84 @@
+"""Small models built from configs (random init), for tests and the default run on machines without weights.
+
+`make_tiny_generator(path)` writes a Llama-architecture causal LM and a byte-level BPE tokenizer with a
+Mistral-style chat template to `path`; `make_tiny_encoder(path)` writes a small BERT encoder with the same
+tokenizer. Both folders load with the ordinary `from_pretrained` code paths the real models use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (AutoModelForCausalLM, BertConfig, BertModel, LlamaConfig,
+                          PreTrainedTokenizerFast)
+
+# Mistral-Instruct's prompt shape: no system role, [INST] user [/INST] assistant</s>.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+_TOKENIZER_TEXT = """
+Answer the question using the background documents. Be concise and only use relevant information.
+Background: Question: What is the capital of the country? Who wrote the book? When was the bridge built?
+Which river flows through the city? How many people live in the town? The answer is in the document.
+The city lies on the river and was founded in the year by a king. The museum holds paintings and maps.
+A B C D E F G H I J K L M N O P Q R S T U V W X Y Z a b c d e f g h i j k l m n o p q r s t u v w x y z
+0 1 2 3 4 5 6 7 8 9 . , ; : ! ? ' " ( ) - [ ] / INST
+"""
+
+
+def make_tiny_tokenizer(vocab_size: int = 512, extra_text: str = "") -> PreTrainedTokenizerFast:
+    """A byte-level BPE (no unknown tokens: any UTF-8 text encodes) trained on a fixed English sample."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([_TOKENIZER_TEXT * 4, extra_text], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_generator(path: str | Path, hidden_size: int = 64, num_layers: int = 4, num_heads: int = 4,
+                        num_kv_heads: int = 2, intermediate_size: int = 128, vocab_size: int = 512,
+                        seed: int = 0, extra_text: str = "", initializer_range: float = 0.2) -> Path:
+    """Write a random-init Llama-architecture causal LM and its tokenizer to `path`; return the path.
+
+    The init is wider than Llama's 0.02: with a frozen random LM head of width 64, logits of std 0.02 could
+    never get sharp, and LoRA (which leaves the head frozen, as in the paper) could not fit anything.
+    """
+    path = Path(path)
+    tokenizer = make_tiny_tokenizer(vocab_size, extra_text)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                         num_key_value_heads=num_kv_heads, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+                         initializer_range=initializer_range)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_encoder(path: str | Path, hidden_size: int = 48, num_layers: int = 2, num_heads: int = 4,
+                      vocab_size: int = 512, seed: int = 0) -> Path:
+    """Write a random-init BERT encoder (a stand-in for ModernBERT) and a tokenizer to `path`."""
+    path = Path(path)
+    tokenizer = make_tiny_tokenizer(vocab_size)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=2 * hidden_size,
+                        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

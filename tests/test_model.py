@@ -1,0 +1,166 @@
+"""The OSCAR model on small configs: compressor, splicing, labels, gradients, overfitting, save/load."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scaledown.data.collate import IGNORE_INDEX
+from scaledown.data.schema import Record
+from scaledown.models.compressor import decoder_backbone
+from scaledown.models.model import ScaleDownModel
+
+RECORDS = [
+    Record(query="What is the capital of Zorvia?", documents=["Zorvia's capital is Mellan.", "Bread is made"],
+           answer="Mellan", reranking_scores=[3.0, -2.0]),
+    Record(query="Who wrote Tide?", documents=["Tide was written by Oda Ren."], answer="Oda Ren",
+           reranking_scores=[1.5]),
+]
+
+
+@pytest.fixture(params=["n_layers", "encoder"])
+def model(request, model_config, tiny_encoder):
+    torch.manual_seed(0)
+    cfg = model_config(compressor=request.param, encoder=tiny_encoder, rerank=True, lora_dropout=0.0)
+    return ScaleDownModel.build(cfg).eval()
+
+
+def test_n_layers_compressor_equals_generator_hidden_state_after_layer_n(model_config):
+    model = ScaleDownModel.build(model_config(compressor_layers=2)).eval()
+    batch = model.collator(num_documents=2)(RECORDS)
+    with torch.no_grad():
+        memory, _ = model.compress(batch["comp_input_ids"], batch["comp_attention_mask"], 2)
+        base = decoder_backbone(model.generator.get_base_model())
+        collate = model.collator(num_documents=2)
+        for b, rec in enumerate(RECORDS):
+            for j in range(2):
+                text = rec.documents[j] if j < len(rec.documents) else ""
+                ids = torch.tensor([collate.compressor_row(rec.query, text)])
+                hidden = base(input_ids=ids, output_hidden_states=True).hidden_states[2]  # after layer 2
+                torch.testing.assert_close(memory[b, j], hidden[0, -8:], atol=1e-5, rtol=1e-4)
+    # A separate copy: training the compressor must not change the generator.
+    assert model.compressor.backbone.layers[0].mlp.up_proj.weight.data_ptr() != \
+        base.layers[0].mlp.up_proj.base_layer.weight.data_ptr()
+    assert len(model.compressor.backbone.layers) == 2
+
+
+def test_every_compressed_embedding_lands_in_its_slot(model):
+    batch = model.collator(num_documents=2)(RECORDS)
+    memory, _ = model.compress(batch["comp_input_ids"], batch["comp_attention_mask"], 2)
+    embeds, _ = model._generator_inputs(batch)
+    placeholder = batch["gen_input_ids"] == model.placeholder_id
+    for b in range(2):
+        positions = placeholder[b].nonzero().flatten()
+        assert len(positions) == 2 * 8
+        torch.testing.assert_close(embeds[b, positions], memory[b].reshape(16, -1))
+    # No placeholder embedding survives: none of the spliced rows equals the <MEM> embedding.
+    mem_row = model.generator.get_input_embeddings().weight[model.placeholder_id]
+    assert not (embeds == mem_row).all(-1).any()
+
+
+def test_missing_documents_are_masked_slots_not_dropped(model):
+    batch = model.collator(num_documents=2)(RECORDS)
+    assert batch["doc_mask"].tolist() == [[True, True], [True, False]]
+    placeholder = batch["gen_input_ids"] == model.placeholder_id
+    visible = (placeholder & batch["gen_attention_mask"].bool()).sum(-1)
+    assert visible.tolist() == [16, 8]
+
+
+def test_loss_is_cross_entropy_over_answer_tokens_only(model):
+    batch = model.collator(num_documents=2)(RECORDS)
+    labels = batch["labels"]
+    tok = model.tokenizer
+    for b, rec in enumerate(RECORDS):
+        answer = labels[b][labels[b] != IGNORE_INDEX].tolist()
+        assert answer == tok(rec.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        # The answer is the end of the sequence, right after the prompt.
+        assert batch["gen_input_ids"][b, -len(answer):].tolist() == answer
+    with torch.no_grad():
+        out = model(**batch)
+        logits = model.logits(batch)
+    pred, target = logits[:, :-1], labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    by_hand = F.cross_entropy(pred[keep].float(), target[keep])
+    torch.testing.assert_close(out["ce_loss"], by_hand)
+    scores = model.compress(batch["comp_input_ids"], batch["comp_attention_mask"], 2)[1]
+    mask = batch["doc_mask"]
+    mse = ((scores - batch["reranking_scores"])[mask] ** 2).mean()
+    torch.testing.assert_close(out["loss"], by_hand + 0.05 * mse)
+
+
+def test_gradients_reach_trainable_parts_only(model):
+    model.train()
+    batch = model.collator(num_documents=2)(RECORDS)
+    model(**batch)["loss"].backward()
+    named = dict(model.named_parameters())
+    lora = [n for n in named if "lora_" in n]
+    assert lora and all(named[n].grad is not None and named[n].grad.abs().sum() > 0 for n in lora if "lora_B" in n)
+    assert all(named[n].grad is not None for n in lora)
+    assert model.rerank_head.weight.grad.abs().sum() > 0
+    emb = model.compressor.backbone.get_input_embeddings().weight
+    mem_ids = model.compressor_tokenizer.convert_tokens_to_ids([f"<MEM{i}>" for i in range(8)])
+    assert (emb.grad[mem_ids].abs().sum(-1) > 0).all(), "memory-token rows must be trained"
+    layers = [p for n, p in model.compressor.named_parameters() if ".layer" in n and p.requires_grad]
+    assert layers and all(p.grad is not None for p in layers)
+    if hasattr(model.compressor, "projection"):
+        assert all(p.grad.abs().sum() > 0 for p in model.compressor.projection.parameters())
+    base = [p for n, p in model.generator.named_parameters() if "lora_" not in n]
+    assert base and all(not p.requires_grad and p.grad is None for p in base)
+
+
+def test_overfits_eight_examples_and_generates_a_training_answer(model_config):
+    torch.manual_seed(0)
+    model = ScaleDownModel.build(model_config(lora_dropout=0.0))
+    names = ["Mellan", "Oda Ren", "Kastrup", "Velo", "Ardent Bay", "Quill", "Sorrow Peak", "Ibex"]
+    records = [Record(query=f"Question {i}: what is the name?", documents=[f"The name is {n}.", "Unrelated."],
+                      answer=n) for i, n in enumerate(names)]
+    batch = model.collator(num_documents=2)(records)
+    groups = model.parameter_groups()
+    opt = torch.optim.AdamW([{"params": groups["compressor"], "lr": 1e-3},
+                             {"params": groups["generator"], "lr": 3e-3}], weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(120):
+        loss = model(**batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses[::10]
+    model.eval()
+    answers = model.generate([r.query for r in records[:3]], [r.documents for r in records[:3]],
+                             max_new_tokens=8)
+    assert answers == names[:3]
+
+
+def test_save_and_reload_in_a_fresh_process_gives_the_same_logits(model, tmp_path):
+    with torch.no_grad():
+        # Move the trained parts off their initial values so a missed load shows.
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+        emb = model.generator.get_input_embeddings().weight
+        emb[model.base_vocab_size:] += torch.randn_like(emb[model.base_vocab_size:])
+    batch = model.collator(num_documents=2)(RECORDS)
+    with torch.no_grad():
+        expected = model.logits(batch)
+    model.save_pretrained(tmp_path / "export")
+    torch.save({"batch": batch, "logits": expected}, tmp_path / "expected.pt")
+    names = sorted(p.name for p in (tmp_path / "export").iterdir())
+    assert "compressor.safetensors" in names and "adapter" in names
+    assert not any(n.endswith((".bin", ".pt")) for n in names)
+    script = textwrap.dedent(f"""
+        import torch
+        from scaledown.models.model import ScaleDownModel
+        data = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True)
+        model = ScaleDownModel.from_pretrained({str(tmp_path / 'export')!r}).eval()
+        with torch.no_grad():
+            got = model.logits(data["batch"])
+        torch.testing.assert_close(got, data["logits"], atol=1e-5, rtol=1e-5)
+        print("same logits")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0 and "same logits" in run.stdout, run.stderr[-3000:]
