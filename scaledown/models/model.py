@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from scaledown.config import ModelConfig
@@ -168,7 +168,9 @@ class ScaleDownModel(nn.Module):
         if isinstance(self.compressor, EncoderCompressor):
             meta["encoder_config"] = self.compressor.backbone.config.to_dict()
         (path / "scaledown_config.json").write_text(json.dumps(meta, indent=2))
-        save_model(self.compressor, str(path / "compressor.safetensors"))
+        # Clone: engines hand out parameters that are views into flat buffers, which safetensors refuses.
+        compressor = {k: v.detach().cpu().clone() for k, v in self.compressor.state_dict().items()}
+        save_file(compressor, str(path / "compressor.safetensors"))
         save_file(self.trainable_state()["extra"], str(path / "extra.safetensors"))
         # The added embedding rows are in extra.safetensors: keep peft from saving whole embedding matrices.
         self.generator.save_pretrained(str(path / "adapter"), save_embedding_layers=False)
@@ -207,7 +209,7 @@ class ScaleDownModel(nn.Module):
             compressor_tokenizer = load_tokenizer(str(path / "compressor_tokenizer"))
             compressor = EncoderCompressor.empty(meta["encoder_config"], config.projection_hidden,
                                                  lm.config.hidden_size, lm.dtype)
-        load_model(compressor, str(path / "compressor.safetensors"))
+        compressor.load_state_dict(load_file(str(path / "compressor.safetensors")))
         peft_model = PeftModel.from_pretrained(lm, str(path / "adapter"), is_trainable=trainable)
         model = cls(config, tokenizer, compressor_tokenizer, compressor, peft_model, base)
         if model.rerank_head is not None:

@@ -82,3 +82,25 @@ def make_tiny_encoder(path: str | Path, hidden_size: int = 48, num_layers: int =
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write small random-init models for tests and the default run.")
+    parser.add_argument("--out", required=True, help="folder for the generator")
+    parser.add_argument("--encoder-out", default=None, help="also write a small encoder here")
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=4)
+    args = parser.parse_args(argv)
+    if (Path(args.out) / "config.json").exists():
+        print(f"{args.out}: exists, kept")
+    else:
+        make_tiny_generator(args.out, hidden_size=args.hidden_size, num_layers=args.layers)
+        print(f"wrote a {args.layers}-layer, width-{args.hidden_size} generator to {args.out}")
+    if args.encoder_out and not (Path(args.encoder_out) / "config.json").exists():
+        make_tiny_encoder(args.encoder_out)
+
+
+if __name__ == "__main__":
+    main()

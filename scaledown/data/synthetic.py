@@ -1,0 +1,65 @@
+"""A small generated RAG dataset: fictional facts, one gold passage and distractors per question.
+
+For the default run and the tests on machines without a corpus or a teacher model. Every answer is in exactly
+one of the query's documents, so a model can only answer well by reading its compressed documents.
+
+    python -m scaledown.data.synthetic --out runs/data --train 512 --eval 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from scaledown.data.schema import write_jsonl
+
+_SYLLABLES = ["ka", "lo", "mi", "ren", "dor", "vel", "sa", "tu", "ni", "bra", "quo", "zel", "fa", "rin", "os", "ta"]
+_RELATIONS = [
+    ("country", "capital", "What is the capital of {e}?", "The capital of {e} is {v}. It lies on a wide river."),
+    ("book", "author", "Who wrote {e}?", "{e} is a novel written by {v} in the old style."),
+    ("river", "source", "Where does the {e} river start?", "The {e} river starts in {v} and flows to the sea."),
+    ("painter", "teacher", "Who taught the painter {e}?", "The painter {e} was taught by {v} as a child."),
+]
+
+
+def _name(rng: random.Random, parts: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+
+
+def make_records(n: int, seed: int = 0, num_documents: int = 5) -> list[dict]:
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        facts = []
+        for _ in range(num_documents):
+            kind, _, question, passage = rng.choice(_RELATIONS)
+            entity, value = _name(rng, 2), _name(rng, 2)
+            facts.append((kind, question.format(e=entity), passage.format(e=entity, v=value), value, entity))
+        gold = facts[0]
+        order = list(range(num_documents))
+        rng.shuffle(order)
+        documents = [{"title": facts[j][4], "text": facts[j][2]} for j in order]
+        scores = [round(4.0 + rng.uniform(-1, 1), 3) if j == 0 else round(-4.0 + rng.uniform(-1, 1), 3)
+                  for j in order]
+        records.append({"id": f"syn-{seed}-{i}", "query": gold[1], "documents": documents, "answer": gold[3],
+                        "reranking_scores": scores})
+    return records
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--train", type=int, default=512)
+    parser.add_argument("--eval", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(make_records(args.train, args.seed), out / "train.jsonl")
+    write_jsonl(make_records(args.eval, args.seed + 1), out / "eval.jsonl")
+    print(f"wrote {args.train} training and {args.eval} eval records to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Answer metrics (SQuAD-style normalisation) and evaluation of a model on records with gold answers."""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+
+import torch
+
+from scaledown.data.schema import Record
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, NFKC unicode, no punctuation (ASCII or unicode), no articles, single spaces."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(" " if (ch in string.punctuation or unicodedata.category(ch).startswith("P")) else ch
+                   for ch in text)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def substring_match(prediction: str, gold: str) -> float:
+    """The paper's accuracy: the normalised gold answer appears in the normalised prediction."""
+    g = normalize_answer(gold)
+    return float(bool(g) and f" {g} " in f" {normalize_answer(prediction)} ")
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not p or not g:
+        return float(p == g)
+    common = sum((Counter(p) & Counter(g)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, gold: str) -> float:
+    """ROUGE-L F1 over normalised tokens (longest common subsequence)."""
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not p or not g:
+        return float(p == g)
+    prev = [0] * (len(g) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(g):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+METRICS = {"accuracy": substring_match, "exact_match": exact_match, "f1": token_f1, "rouge_l": rouge_l}
+
+
+def score_answers(predictions: list[str], golds: list[str]) -> dict[str, float]:
+    """Sums (not means) of each metric, plus the count: sums all-reduce correctly across ranks."""
+    out = {name: sum(fn(p, g) for p, g in zip(predictions, golds)) for name, fn in METRICS.items()}
+    out["count"] = float(len(predictions))
+    return out
+
+
+@torch.no_grad()
+def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32,
+                     **generate_kwargs) -> list[str]:
+    predictions = []
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(records), batch_size):
+        chunk = records[i:i + batch_size]
+        predictions += model.generate([r.query for r in chunk], [r.documents for r in chunk],
+                                      max_new_tokens=max_new_tokens, **generate_kwargs)
+    model.train(was_training)
+    return predictions

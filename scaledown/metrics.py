@@ -1,0 +1,142 @@
+"""Training metrics: throughput, FLOPs and MFU for this model, memory, data-wait share; TensorBoard on rank 0.
+
+FLOPs per token of a training step (2 FLOPs per multiply-add):
+  - a trained weight matrix of P entries costs 6P (forward 2P, input gradient 2P, weight gradient 2P);
+  - a frozen one costs 4P (forward + input gradient: the gradient still flows through it to the compressor);
+  - attention scores and the weighted sum cost 12 * layers * width * context per token (forward 4*L*d*s,
+    backward twice that; no weights, so freezing saves nothing).
+The compressor is fully trained; the generator is frozen except its LoRA matrices (trained: 6P).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Dense bf16 peak per device, TFLOP/s.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "trn1": 190.0}
+
+
+def linear_params(module: nn.Module, trainable: bool | None = None) -> int:
+    """Entries of the matrices of every nn.Linear in `module` (LoRA's A and B included); embeddings excluded."""
+    total = 0
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            p = m.weight
+            if trainable is None or p.requires_grad == trainable:
+                total += p.numel()
+    return total
+
+
+@dataclass
+class FlopModel:
+    """Per-token FLOP counts of the compressor and the generator."""
+
+    comp_trained: int   # compressor matrix entries (all trained)
+    comp_layers: int
+    comp_width: int
+    gen_frozen: int     # generator matrix entries, frozen (base weights and LM head)
+    gen_lora: int       # LoRA matrix entries (trained)
+    gen_layers: int
+    gen_width: int
+
+    @classmethod
+    def of(cls, model) -> FlopModel:
+        comp = model.compressor
+        gen = model.generator
+        gcfg = gen.get_base_model().config
+        ccfg = comp.backbone.config
+        return cls(comp_trained=linear_params(comp), comp_layers=ccfg.num_hidden_layers,
+                   comp_width=ccfg.hidden_size, gen_frozen=linear_params(gen, trainable=False),
+                   gen_lora=linear_params(gen, trainable=True), gen_layers=gcfg.num_hidden_layers,
+                   gen_width=gcfg.hidden_size)
+
+    def train_flops(self, comp_tokens: int, comp_context: float, gen_tokens: int, gen_context: float) -> float:
+        """FLOPs of one training step over `*_tokens` tokens with mean attention context `*_context`."""
+        comp = comp_tokens * (6 * self.comp_trained + 12 * self.comp_layers * self.comp_width * comp_context)
+        gen = gen_tokens * (4 * self.gen_frozen + 6 * self.gen_lora
+                            + 12 * self.gen_layers * self.gen_width * gen_context)
+        return float(comp + gen)
+
+
+def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, float]:
+    """(compressor tokens, mean causal context, generator tokens, mean causal context) of a collated batch.
+
+    With causal attention a token at position i attends to i+1 tokens: the mean context is (n+1)/2."""
+    out = []
+    for key in ("comp_attention_mask", "gen_attention_mask"):
+        lengths = batch[key].sum(-1).double()
+        tokens = lengths.sum()
+        out += [int(tokens), float(((lengths * (lengths + 1) / 2).sum() / tokens.clamp(min=1)))]
+    return tuple(out)
+
+
+def device_peak_tflops(device: torch.device, override: float = 0.0) -> float:
+    """Peak dense bf16 TFLOP/s of one device (0 when unknown: MFU is then not reported)."""
+    if override:
+        return override
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in PEAK_TFLOPS.items():
+            if key in name:
+                return peak
+    return 0.0
+
+
+class Meter:
+    """Accumulates one logging window on this rank; `summary()` gives the per-device figures."""
+
+    def __init__(self, flop_model: FlopModel, peak_tflops: float, device: torch.device):
+        self.flops_model, self.peak, self.device = flop_model, peak_tflops, device
+        self.reset()
+
+    def reset(self):
+        self.start = time.perf_counter()
+        self.data_wait = 0.0
+        self.samples = self.tokens = 0
+        self.flops = 0.0
+        self.steps = 0
+
+    def add_batch(self, batch: dict[str, torch.Tensor], data_wait: float) -> None:
+        ct, cc, gt, gc = batch_flop_inputs(batch)  # CPU tensors from the collator: no device sync
+        self.tokens += ct + gt
+        self.samples += batch["gen_input_ids"].shape[0]
+        self.flops += self.flops_model.train_flops(ct, cc, gt, gc)
+        self.data_wait += data_wait
+
+    def summary(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        tflops = self.flops / elapsed / 1e12
+        out = {"perf/samples_per_s_per_device": self.samples / elapsed,
+               "perf/tokens_per_s_per_device": self.tokens / elapsed,
+               "perf/tflops_per_device": tflops,
+               "perf/data_wait_share": self.data_wait / elapsed}
+        if self.peak:
+            out["perf/mfu"] = tflops / self.peak
+        if self.device.type == "cuda":
+            out["memory/peak_allocated_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return out
+
+
+class TensorBoard:
+    """Scalars to TensorBoard from the main rank only; other ranks get a no-op."""
+
+    def __init__(self, log_dir: str, enabled: bool):
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir)
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        if self.writer:
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, step)
+            self.writer.flush()
+
+    def close(self):
+        if self.writer:
+            self.writer.close()

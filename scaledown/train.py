@@ -1,0 +1,178 @@
+"""The training loop: engine-agnostic (it never imports a backend), readable top to bottom.
+
+    python -m scaledown.train --config configs/tiny.yaml --train.max_steps=20   # torch or deepspeed engine
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from scaledown.checkpoint import Checkpointer, resolve_resume
+from scaledown.config import Config, load_config
+from scaledown.data.sampler import ShardedSampler
+from scaledown.data.schema import load_records
+from scaledown.engine.base import Engine, ParamGroup, make_engine
+from scaledown.eval import generate_answers, score_answers
+from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
+from scaledown.models.model import ScaleDownModel
+
+
+def lr_schedule(total_steps: int, warmup_ratio: float):
+    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 (multiplier of each group's LR)."""
+    warmup = int(round(total_steps * warmup_ratio))
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return multiplier
+
+
+def param_groups(cfg: Config):
+    def make(model: ScaleDownModel) -> list[ParamGroup]:
+        groups = model.parameter_groups()
+        return [ParamGroup("compressor", groups["compressor"], cfg.optim.lr_compressor, cfg.optim.weight_decay),
+                ParamGroup("generator", groups["generator"], cfg.optim.lr_generator, cfg.optim.weight_decay)]
+    return make
+
+
+def build_engine(cfg: Config) -> Engine:
+    kwargs = {}
+    if cfg.engine.backend == "deepspeed":
+        kwargs = {"config": cfg.engine.deepspeed_config, "dtype": cfg.model.dtype}
+    elif cfg.engine.backend == "neuron":
+        kwargs = {"config": cfg.engine.neuron_config, "tensor_parallel_size": cfg.engine.tensor_parallel_size,
+                  "dtype": cfg.model.dtype}
+    return make_engine(cfg.engine.backend, cfg.train.global_batch_size, cfg.train.micro_batch_size, **kwargs)
+
+
+def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.Tensor]:
+    """One optimizer step over `accumulation` micro-batches; returns the mean losses (device tensors)."""
+    sums: dict[str, torch.Tensor] = {}
+    for _ in range(engine.batch.accumulation):
+        start = time.perf_counter()
+        batch = next(batches)
+        meter.add_batch(batch, time.perf_counter() - start)
+        batch = {k: v.to(engine.device, non_blocking=True) for k, v in batch.items()}
+        out = model(**batch)
+        engine.backward(out["loss"])
+        engine.step()
+        for name, value in out.items():
+            sums[name] = sums.get(name, 0) + value.detach()
+    engine.mark_step()
+    return {name: value / engine.batch.accumulation for name, value in sums.items()}
+
+
+def micro_batches(loader: DataLoader, sampler: ShardedSampler):
+    """Micro-batches forever, epoch after epoch, from the sampler's current position."""
+    while True:
+        yield from loader
+        sampler.set_position(sampler.epoch + 1, 0)
+
+
+@torch.no_grad()
+def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -> dict[str, float]:
+    """Answer metrics on this rank's share of the eval records, averaged over all ranks."""
+    model = engine.model
+    shard = records[: cfg.data.max_eval_examples][engine.dp_rank:: engine.dp_size]
+    # ZeRO-3 gathers weights in every forward: all ranks must run the same number of decoding steps.
+    synced = getattr(engine, "zero_stage", 0) == 3
+    preds = generate_answers(model, shard, cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens,
+                             **({"synced_gpus": True} if synced else {}))
+    sums = score_answers(preds, [r.answer for r in shard])
+    totals = {k: v * engine.world_size for k, v in engine.all_reduce(sums).items()}  # mean -> sum
+    metrics = {f"eval/{k}": totals[k] / max(totals["count"], 1) for k in totals if k != "count"}
+    tb.log(metrics, step)
+    return metrics
+
+
+def train(cfg: Config) -> dict:
+    engine = build_engine(cfg)
+    engine.setup()
+    out_dir = Path(cfg.train.output_dir)
+    torch.manual_seed(cfg.train.seed + engine.rank)
+    random.seed(cfg.train.seed + engine.rank)
+    records = load_records(cfg.data.train_path)
+    eval_records = load_records(cfg.data.eval_path) if cfg.data.eval_path else []
+    steps_per_epoch = len(records) // cfg.train.global_batch_size
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
+    torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
+    model = engine.prepare(lambda: ScaleDownModel.build(cfg.model), param_groups(cfg),
+                           lr_schedule(total_steps, cfg.optim.warmup_ratio), cfg.optim.max_grad_norm)
+    torch.manual_seed(cfg.train.seed + engine.rank)
+    sampler = ShardedSampler(len(records), cfg.train.global_batch_size, engine.dp_rank, engine.dp_size,
+                             cfg.train.seed)
+    checkpointer = Checkpointer(engine, out_dir / "checkpoints", cfg.train.save_every, cfg.train.keep_last)
+    step = 0
+    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
+    if resume_from:
+        step = checkpointer.load(resume_from)["step"]
+    # The sampler position follows from the step alone, so a resume may even change the data-parallel size.
+    sampler.set_position(step // steps_per_epoch,
+                         (step % steps_per_epoch) * cfg.train.global_batch_size // engine.dp_size)
+    loader = DataLoader(records, batch_size=cfg.train.micro_batch_size, sampler=sampler,
+                        collate_fn=engine.model.collator(cfg.data.num_documents),
+                        num_workers=cfg.data.num_workers)
+    if engine.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
+    tb = TensorBoard(str(out_dir / "tensorboard"), engine.is_main)
+    meter = Meter(FlopModel.of(engine.model), device_peak_tflops(engine.device), engine.device)
+    batches = micro_batches(loader, sampler)
+    bar = tqdm(total=total_steps, initial=step, disable=not engine.is_main, desc="train", file=sys.stdout)
+    history = []
+    while step < total_steps:
+        losses = train_step(model, engine, batches, meter)
+        step += 1
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == total_steps:
+            # all_reduce and grad_norm sync with the device: logging steps only.
+            logged = engine.all_reduce({**{f"train/{k}": v for k, v in losses.items()}, **meter.summary()})
+            logged.update({"train/grad_norm": engine.grad_norm() or 0.0,
+                           **{f"train/lr_{g}": lr for g, lr in zip(("compressor", "generator"), engine.lrs())}})
+            tb.log(logged, step)
+            history.append({"step": step, **logged})
+            bar.set_postfix(loss=f"{logged['train/loss']:.4f}")
+            meter.reset()
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records:
+            evaluate(engine, eval_records, cfg, step, tb)
+        if checkpointer.due(step) or step == total_steps:
+            checkpointer.save(step, {"step": step}, cfg)
+    bar.close()
+    engine.export(out_dir / "export")
+    result = {"steps": step, "history": history, "export": str(out_dir / "export"),
+              "tensorboard": str(out_dir / "tensorboard")}
+    if eval_records:
+        result["eval"] = evaluate(engine, eval_records, cfg, step, tb)
+    if engine.is_main:
+        (out_dir / "train_result.json").write_text(json.dumps(result, indent=2))
+    tb.close()
+    engine.shutdown()
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train an OSCAR compressor + LoRA generator.")
+    parser.add_argument("--config", default=None, help="YAML or JSON config (defaults: the paper's)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("--deepspeed_config", default=None, help="same as --engine.deepspeed_config")
+    args, overrides = parser.parse_known_args(argv)
+    if args.deepspeed_config:
+        overrides.append(f"--engine.deepspeed_config={args.deepspeed_config}")
+    return train(load_config(args.config, overrides))
+
+
+if __name__ == "__main__":
+    main()
