@@ -84,3 +84,42 @@ def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_
                                       max_new_tokens=max_new_tokens, **generate_kwargs)
     model.train(was_training)
     return predictions
+
+
+def main(argv=None):
+    import argparse
+    import json
+    from pathlib import Path
+
+    from transformers.utils import logging as hf_logging
+
+    from scaledown.data.schema import load_records
+    from scaledown.models.model import ScaleDownModel
+
+    parser = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model.")
+    parser.add_argument("--model", required=True, help="an export folder (save_pretrained)")
+    parser.add_argument("--data", required=True, help="records with gold answers (JSONL or datasets folder)")
+    parser.add_argument("--generator", default=None, help="base generator path, if it moved since training")
+    parser.add_argument("--max-examples", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default=None, help="write metrics and predictions here (JSON)")
+    args = parser.parse_args(argv)
+    hf_logging.set_verbosity_error()
+    model = ScaleDownModel.from_pretrained(args.model, generator=args.generator)
+    records = load_records(args.data)[: args.max_examples]
+    preds = generate_answers(model, records, args.batch_size, args.max_new_tokens)
+    sums = score_answers(preds, [r.answer for r in records])
+    metrics = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+    print(json.dumps({"examples": len(records), **metrics}, indent=2))
+    for rec, pred in list(zip(records, preds))[:3]:
+        print(f"  Q: {rec.query}\n  gold: {rec.answer}\n  pred: {pred}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"metrics": metrics, "predictions": [
+            {"id": r.id, "query": r.query, "gold": r.answer, "prediction": p} for r, p in zip(records, preds)]},
+            indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -122,7 +122,10 @@ def train(cfg: Config) -> dict:
                          (step % steps_per_epoch) * cfg.train.global_batch_size // engine.dp_size)
     loader = DataLoader(records, batch_size=cfg.train.micro_batch_size, sampler=sampler,
                         collate_fn=engine.model.collator(cfg.data.num_documents),
-                        num_workers=cfg.data.num_workers)
+                        num_workers=cfg.data.num_workers,
+                        # Its own generator: creating an iterator must not draw from the global RNG, or
+                        # LoRA dropout would not replay after a resume.
+                        generator=torch.Generator().manual_seed(cfg.train.seed))
     if engine.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
