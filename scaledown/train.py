@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,8 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -
 def train(cfg: Config) -> dict:
     engine = build_engine(cfg)
     engine.setup()
+    print(f"rank {engine.rank}/{engine.world_size} (data-parallel {engine.dp_rank}/{engine.dp_size}) on "
+          f"{socket.gethostname()}, engine {engine.name}", flush=True)
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)

@@ -1,0 +1,133 @@
+"""Engine-side logic without processes: batch arithmetic, DeepSpeed config filling, schedule, sampler,
+checkpoint discovery, FLOP counting, answer metrics."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from scaledown.checkpoint import complete_checkpoints, resolve_resume
+from scaledown.config import ConfigError
+from scaledown.data.sampler import ShardedSampler
+from scaledown.engine.base import BatchPlan, BatchSizeError
+from scaledown.engine.deepspeed import resolve_ds_config
+from scaledown.eval import exact_match, normalize_answer, rouge_l, substring_match, token_f1
+from scaledown.metrics import FlopModel, batch_flop_inputs, linear_params
+from scaledown.train import lr_schedule
+
+
+def test_batch_plan_arithmetic_and_error_names_every_number():
+    assert BatchPlan(128, 4, 16).accumulation == 2
+    with pytest.raises(BatchSizeError) as err:
+        BatchPlan(128, 3, 16)
+    for number in ("128", "3", "16", "48"):
+        assert number in str(err.value)
+
+
+def test_ds_config_auto_fields_are_filled(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_batch_size": "auto", "zero_optimization": {"stage": 2}}))
+    cfg = resolve_ds_config(path, BatchPlan(64, 4, 2), 1.0, "bfloat16")
+    assert (cfg["train_batch_size"], cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"],
+            cfg["gradient_clipping"]) == (64, 4, 8, 1.0)
+    assert cfg["bf16"]["enabled"] is True and cfg["fp16"]["enabled"] is False
+
+
+@pytest.mark.parametrize("explicit, needle", [
+    ({"train_batch_size": 32}, "train_batch_size=32 disagrees"),
+    ({"gradient_accumulation_steps": 3}, "gradient_accumulation_steps=3 disagrees"),
+    ({"gradient_clipping": 0.5}, "gradient_clipping=0.5"),
+    ({"bf16": {"enabled": False}}, "bf16.enabled=False disagrees with model.dtype=bfloat16"),
+    ({"optimizer": {"type": "AdamW"}}, "remove the 'optimizer' block"),
+    ({"scheduler": {"type": "WarmupLR"}}, "remove the 'scheduler' block"),
+])
+def test_ds_config_disagreement_is_an_error(tmp_path, explicit, needle):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(explicit))
+    with pytest.raises(ConfigError, match=needle) as err:
+        resolve_ds_config(path, BatchPlan(64, 4, 2), 1.0, "bfloat16")
+    assert str(path) in str(err.value)
+
+
+def test_shipped_ds_configs_resolve():
+    from launch import ROOT
+
+    for path in sorted((ROOT / "ds_configs").glob("*.json")):
+        cfg = resolve_ds_config(path, BatchPlan(128, 4, 8), 1.0, "bfloat16")
+        assert cfg["gradient_accumulation_steps"] == 4, path
+
+
+def test_lr_schedule_warmup_then_linear_decay():
+    f = lr_schedule(100, 0.05)
+    assert [f(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert f(5) == pytest.approx(1.0) and f(62) == pytest.approx(38 / 95) and f(100) == 0.0
+    assert lr_schedule(10, 0.0)(0) == 1.0
+
+
+def test_sampler_global_batches_do_not_depend_on_world_size():
+    one = list(ShardedSampler(50, 8, 0, 1, seed=3))
+    two = [list(ShardedSampler(50, 8, r, 2, seed=3)) for r in range(2)]
+    assert len(one) == 48 and sorted(one) == sorted(two[0] + two[1])
+    for step in range(6):
+        assert set(one[step * 8:(step + 1) * 8]) == set(two[0][step * 4:(step + 1) * 4] + two[1][step * 4:(step + 1) * 4])
+    resumed = ShardedSampler(50, 8, 1, 2, seed=3)
+    resumed.set_position(0, 12)
+    assert list(resumed) == two[1][12:]
+    nxt = ShardedSampler(50, 8, 0, 1, seed=3)
+    nxt.set_position(1, 0)
+    assert list(nxt) != one  # a new order each epoch
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ShardedSampler(4, 8, 0, 1)
+
+
+def test_resume_ignores_torn_checkpoints(tmp_path):
+    for name in ("step-000010", "step-000020", "step-000030.tmp", "other"):
+        (tmp_path / name).mkdir()
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-000010", "step-000020"]
+    assert resolve_resume("auto", tmp_path).name == "step-000020"
+    assert resolve_resume("none", tmp_path) is None
+    assert resolve_resume("auto", tmp_path / "missing") is None
+    with pytest.raises(FileNotFoundError, match="step-000030.tmp"):
+        resolve_resume(str(tmp_path / "step-000030.tmp"), tmp_path)
+
+
+def test_flops_count_frozen_weights_as_forward_plus_input_grad():
+    comp = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 4))   # 64 trained entries
+    frozen = nn.Linear(4, 10, bias=False).requires_grad_(False)  # 40 frozen
+    lora = nn.Linear(4, 2, bias=False)                          # 8 trained
+    gen = nn.ModuleDict({"frozen": frozen, "lora": lora})
+    assert linear_params(comp) == 64
+    assert (linear_params(gen, trainable=False), linear_params(gen, trainable=True)) == (40, 8)
+    fm = FlopModel(comp_trained=64, comp_layers=2, comp_width=4, gen_frozen=40, gen_lora=8, gen_layers=3,
+                   gen_width=4)
+    # By hand: 10 compressor tokens x (6*64 + 12*2*4*5.5) + 7 generator tokens x (4*40 + 6*8 + 12*3*4*4)
+    assert fm.train_flops(10, 5.5, 7, 4.0) == 10 * (384 + 528) + 7 * (160 + 48 + 576)
+
+
+def test_batch_flop_inputs_use_the_causal_mean_context():
+    batch = {"comp_attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
+             "gen_attention_mask": torch.tensor([[1, 1, 1, 1]])}
+    # Rows of 2 and 3 tokens: contexts 1+2 and 1+2+3 over 5 tokens.
+    assert batch_flop_inputs(batch) == (5, 9 / 5, 4, 10 / 4)
+
+
+@pytest.mark.parametrize("pred, gold, em, sub, f1", [
+    ("The Eiffel Tower.", "eiffel tower", 1.0, 1.0, 1.0),
+    ("It is in Paris, France", "Paris", 0.0, 1.0, 1 / 3),
+    ("Parisian food", "Paris", 0.0, 0.0, 0.0),
+    ("«Zürich»", "zürich", 1.0, 1.0, 1.0),
+    ("an apple a day", "apple day", 1.0, 1.0, 1.0),
+    ("", "x", 0.0, 0.0, 0.0),
+])
+def test_answer_metrics(pred, gold, em, sub, f1):
+    assert exact_match(pred, gold) == em
+    assert substring_match(pred, gold) == sub
+    assert token_f1(pred, gold) == pytest.approx(f1)
+
+
+def test_normalisation_and_rouge_l():
+    assert normalize_answer("  The  Cat's—hat!  ") == "cat s hat"
+    assert normalize_answer("ﬁne") == "fine"  # NFKC folds the ligature
+    assert rouge_l("w x y z", "w y z q") == pytest.approx(0.75)  # LCS 3 of 4 and 4
+    assert rouge_l("a b c d", "a c d e") == pytest.approx(2 / 3)  # "a" is an article: b c d vs c d e

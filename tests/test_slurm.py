@@ -1,0 +1,58 @@
+"""slurm/train_gpu.sh under a real Slurm on this machine: 2 nodes x 1 process, DeepSpeed on CPU."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launch import ROOT, cpu_env, make_run_inputs
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+HARNESS = ROOT / "tests" / "slurm_local.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm harness needs root (it starts slurmctld/slurmd and edits /etc/hosts)")
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux's unshare is missing: cannot give each slurmd its own hostname")
+    up = subprocess.run(["bash", str(HARNESS), "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        if shutil.which("slurmctld") is None:
+            pytest.skip(f"Slurm could not be installed here (apt-get slurm-wlm munge failed): {up.stderr[-500:]}")
+        pytest.fail(f"local Slurm did not come up:\n{up.stdout}\n{up.stderr}")
+    conf = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    yield conf
+    subprocess.run(["bash", str(HARNESS), "down"], capture_output=True, timeout=120)
+
+
+def test_two_node_deepspeed_job_trains_and_exits_zero(slurm, tmp_path):
+    # Slurm jobs run as root in the submit directory; the nodes share this file system.
+    args = make_run_inputs(tmp_path)
+    out = tmp_path / "run"
+    env = cpu_env(SLURM_CONF=slurm, GPUS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)))
+    job = subprocess.run(
+        ["sbatch", "--wait", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=2", f"--output={tmp_path}/job.out",
+         str(ROOT / "slurm" / "train_gpu.sh"), *args, f"--train.output_dir={out}", "--train.max_steps=3",
+         "--train.global_batch_size=4", "--train.micro_batch_size=2", "--data.eval_path="],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert job.returncode == 0, f"{job.stdout}\n{job.stderr}\n{log[-5000:]}"
+    assert "rank 0/2" in log and "rank 1/2" in log
+    assert "on node1" in log and "on node2" in log, "the two ranks must run on the two Slurm nodes"
+    assert "nodes=2 gpus/node=1 head=node1:" in log
+    assert (out / "train_result.json").exists() and (out / "export" / "compressor.safetensors").exists()
+
+
+def test_failing_rank_fails_the_job(slurm, tmp_path):
+    env = cpu_env(SLURM_CONF=slurm, GPUS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)))
+    job = subprocess.run(
+        ["sbatch", "--wait", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=2", f"--output={tmp_path}/job.out",
+         str(ROOT / "slurm" / "train_gpu.sh"), f"--data.train_path={tmp_path}/missing.jsonl",
+         f"--train.output_dir={tmp_path}/run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert job.returncode != 0
+    assert "missing.jsonl: no such file" in (tmp_path / "job.out").read_text()
