@@ -27,7 +27,8 @@ def linear_params(module: nn.Module, trainable: bool | None = None) -> int:
         if isinstance(m, nn.Linear):
             p = m.weight
             if trainable is None or p.requires_grad == trainable:
-                total += p.numel()
+                # ZeRO-3 leaves an empty shard in p; ds_numel is the full size.
+                total += getattr(p, "ds_numel", p.numel())
     return total
 
 
@@ -118,6 +119,10 @@ class Meter:
             out["perf/mfu"] = tflops / self.peak
         if self.device.type == "cuda":
             out["memory/peak_allocated_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        else:
+            import resource  # host memory: the peak resident set of this process (Linux reports KiB)
+
+            out["memory/peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         return out
 
 

@@ -94,7 +94,7 @@ def test_tensorboard_holds_the_training_scalars(inputs, tmp_path):
     tags = set(acc.Tags()["scalars"])
     for tag in ("train/loss", "train/ce_loss", "train/rerank_loss", "train/grad_norm", "train/lr_compressor",
                 "train/lr_generator", "perf/samples_per_s_per_device", "perf/tokens_per_s_per_device",
-                "perf/tflops_per_device", "perf/data_wait_share", "eval/accuracy"):
+                "perf/tflops_per_device", "perf/data_wait_share", "memory/peak_rss_gib", "eval/accuracy"):
         assert tag in tags, tags
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
     assert all(e.value > 0 for e in acc.Scalars("perf/tflops_per_device"))

@@ -131,3 +131,10 @@ def test_normalisation_and_rouge_l():
     assert normalize_answer("ﬁne") == "fine"  # NFKC folds the ligature
     assert rouge_l("w x y z", "w y z q") == pytest.approx(0.75)  # LCS 3 of 4 and 4
     assert rouge_l("a b c d", "a c d e") == pytest.approx(2 / 3)  # "a" is an article: b c d vs c d e
+
+
+def test_flop_count_sees_full_size_of_zero3_partitioned_weights():
+    layer = nn.Linear(4, 10, bias=False)
+    layer.weight.data = torch.empty(0)  # what ZeRO-3 leaves on a rank
+    layer.weight.ds_numel = 40
+    assert linear_params(layer) == 40

@@ -26,6 +26,12 @@ from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, po
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
 
 
+def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
+    """Make room for the added tokens; never shrink (many checkpoints pad the vocabulary past the tokenizer)."""
+    if vocab_size > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
+
+
 class ScaleDownModel(nn.Module):
     def __init__(self, config: ModelConfig, tokenizer, compressor_tokenizer, compressor: nn.Module,
                  generator: PeftModel, base_vocab_size: int):
@@ -42,25 +48,28 @@ class ScaleDownModel(nn.Module):
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, config: ModelConfig) -> ScaleDownModel:
-        """Fresh model for training: base generator + new LoRA + compressor initialised from its source."""
-        tokenizer = load_tokenizer(config.generator, config.trust_remote_code)
-        lm = load_causal_lm(config.generator, config.dtype, config.attn_implementation, config.trust_remote_code)
+    def build(cls, config: ModelConfig, lm=None, tokenizer=None) -> ScaleDownModel:
+        """Fresh model for training: base generator + new LoRA + compressor initialised from its source.
+
+        `lm` and `tokenizer` replace loading `config.generator` (benchmarks build random-weight models)."""
+        tokenizer = tokenizer or load_tokenizer(config.generator, config.trust_remote_code)
+        lm = lm or load_causal_lm(config.generator, config.dtype, config.attn_implementation,
+                                  config.trust_remote_code)
         base_vocab = lm.get_input_embeddings().weight.shape[0]
         special = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
         if config.compressor == "n_layers":
             tokenizer.add_special_tokens({"additional_special_tokens": special + [PLACEHOLDER_TOKEN]})
             compressor_tokenizer = tokenizer
-            lm.resize_token_embeddings(len(tokenizer))
+            grow(lm, len(tokenizer))
             compressor = NLayersCompressor.from_generator(lm, config.compressor_layers)
         else:
             tokenizer.add_special_tokens({"additional_special_tokens": [PLACEHOLDER_TOKEN]})
-            lm.resize_token_embeddings(len(tokenizer))
+            grow(lm, len(tokenizer))
             compressor_tokenizer = load_tokenizer(config.encoder, config.trust_remote_code)
             compressor_tokenizer.add_special_tokens({"additional_special_tokens": special})
             compressor = EncoderCompressor.load(config.encoder, config.projection_hidden, lm.config.hidden_size,
                                                 DTYPES[config.dtype], config.trust_remote_code)
-            compressor.backbone.resize_token_embeddings(len(compressor_tokenizer))
+            grow(compressor.backbone, len(compressor_tokenizer))
         generator = add_lora(lm, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
         return cls(config, tokenizer, compressor_tokenizer, compressor, generator, base_vocab)
 
@@ -195,7 +204,7 @@ class ScaleDownModel(nn.Module):
         config = ModelConfig(**fields)
         tokenizer = load_tokenizer(str(path / "tokenizer"))
         lm = load_causal_lm(config.generator, config.dtype, config.attn_implementation, config.trust_remote_code)
-        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        grow(lm, len(tokenizer), mean_resizing=False)
         extra = load_file(str(path / "extra.safetensors"))
         base = meta["base_vocab_size"]
         with torch.no_grad():

@@ -1,0 +1,155 @@
+"""Compressed vs uncompressed RAG inference with the same generator: FLOPs per query and wall-clock.
+
+Uncompressed: the generator reads prompt + k documents of 128 tokens, then greedily decodes the answer.
+Compressed (OSCAR): the compressor (the generator's first N layers) reads k rows of query + document + l
+memory tokens in one batch; the generator reads prompt + k*l embeddings, then decodes the same answer length.
+LoRA is left out: at inference it merges into the weights and costs nothing.
+
+FLOPs are counted with torch.utils.flop_counter on the meta device (no memory, any size, exact for the shapes);
+wall-clock uses random weights (speed does not need trained ones).
+
+    python benchmarks/inference.py --arch tiny                             # CPU here: FLOPs + time
+    python benchmarks/inference.py --arch mistral-7b --flops-only          # the paper's shape, FLOPs
+    python benchmarks/inference.py --arch mistral-7b --device cuda --dtype bfloat16 --batch-sizes 1 16 64 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig, MistralConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scaledown.models.compressor import NLayersCompressor  # noqa: E402
+
+ARCHS = {
+    # Mistral-7B-Instruct-v0.2's shape.
+    "mistral-7b": lambda: MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                                        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                        max_position_embeddings=32768),
+    "tiny": lambda: LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                num_attention_heads=4, num_key_value_heads=2),
+}
+
+
+def decode(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32):
+    """Prefill, then `answer_tokens - 1` single-token steps with a KV cache (greedy decoding's compute)."""
+    batch = (prompt_ids if prompt_ids is not None else prompt_embeds).shape[0]
+    device = next(model.parameters()).device
+    out = model(input_ids=prompt_ids, inputs_embeds=prompt_embeds, past_key_values=DynamicCache(config=config),
+                use_cache=True, logits_to_keep=1)
+    for _ in range(answer_tokens - 1):
+        next_ids = out.logits[:, -1:].argmax(-1) if device.type != "meta" else \
+            torch.zeros(batch, 1, dtype=torch.long, device=device)
+        out = model(input_ids=next_ids, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+    return out
+
+
+def uncompressed(generator, config, batch, k, args):
+    length = args.prompt_tokens + args.query_tokens + k * args.doc_tokens
+    ids = torch.zeros(batch, length, dtype=torch.long, device=next(generator.parameters()).device)
+    decode(generator, config, prompt_ids=ids, answer_tokens=args.answer_tokens)
+
+
+def compressed(generator, compressor, config, batch, k, args):
+    device = next(generator.parameters()).device
+    rows = torch.zeros(batch * k, 1 + args.query_tokens + args.doc_tokens + args.memory_tokens, dtype=torch.long,
+                       device=device)
+    # Rows of equal length need no padding mask. The (unused) cache keeps transformers from inspecting position
+    # values, which the meta device cannot do; it adds no FLOPs.
+    memory = compressor.backbone(input_ids=rows, past_key_values=DynamicCache(config=config),
+                                 use_cache=True).last_hidden_state[:, -args.memory_tokens:]
+    prompt = generator.get_input_embeddings()(
+        torch.zeros(batch, args.prompt_tokens + args.query_tokens, dtype=torch.long, device=device))
+    embeds = torch.cat([memory.reshape(batch, -1, memory.shape[-1]), prompt], dim=1)
+    decode(generator, config, prompt_embeds=embeds, answer_tokens=args.answer_tokens)
+
+
+def build(config, compressor_layers, device, dtype):
+    with torch.device(device):
+        generator = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+        compressor = NLayersCompressor.empty(config, compressor_layers, dtype).eval()
+    return generator, compressor
+
+
+def count_flops(fn) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def flops_per_query(arch: str, k: int, compressor_layers: int, args) -> tuple[float, float]:
+    """(uncompressed, compressed) FLOPs for one query (batch 1)."""
+    config = ARCHS[arch]()
+    generator, compressor = build(config, compressor_layers, "meta", torch.bfloat16)
+    full = count_flops(lambda: uncompressed(generator, config, 1, k, args))
+    comp = count_flops(lambda: compressed(generator, compressor, config, 1, k, args))
+    return float(full), float(comp)
+
+
+def seconds_per_query(fn, batch: int, device: torch.device, repeats: int) -> float:
+    with torch.no_grad():
+        fn()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats / batch
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
+    p.add_argument("--docs", type=int, nargs="+", default=[5, 10])
+    p.add_argument("--compressor-layers", type=int, nargs="+", default=[5, 8])
+    p.add_argument("--doc-tokens", type=int, default=128)
+    p.add_argument("--memory-tokens", type=int, default=8)
+    p.add_argument("--query-tokens", type=int, default=16)
+    p.add_argument("--prompt-tokens", type=int, default=48, help="instruction + chat template tokens")
+    p.add_argument("--answer-tokens", type=int, default=32)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--flops-only", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.arch == "tiny":
+        args.compressor_layers = [n for n in args.compressor_layers if n < 4] or [2]
+    print(f"arch {args.arch}: {args.doc_tokens}-token documents, {args.memory_tokens} memory tokens, "
+          f"{args.answer_tokens}-token answers")
+    print(f"{'docs':>4} {'layers':>6} {'TFLOPs full':>12} {'TFLOPs comp':>12} {'ratio':>6}")
+    for k in args.docs:
+        for n in args.compressor_layers:
+            full, comp = flops_per_query(args.arch, k, n, args)
+            print(f"{k:>4} {n:>6} {full / 1e12:>12.3f} {comp / 1e12:>12.3f} {full / comp:>6.2f}")
+    if args.flops_only:
+        return
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    config = ARCHS[args.arch]()
+    print(f"\nwall-clock on {device} ({args.dtype}), ms per query")
+    print(f"{'docs':>4} {'layers':>6} {'batch':>5} {'full':>9} {'comp':>9} {'speed-up':>8}")
+    for n in args.compressor_layers:
+        generator, compressor = build(config, n, device, dtype)
+        for k in args.docs:
+            for b in args.batch_sizes:
+                t_full = seconds_per_query(lambda: uncompressed(generator, config, b, k, args), b, device, args.repeats)
+                t_comp = seconds_per_query(lambda: compressed(generator, compressor, config, b, k, args), b, device,
+                                           args.repeats)
+                print(f"{k:>4} {n:>6} {b:>5} {t_full * 1e3:>9.2f} {t_comp * 1e3:>9.2f} {t_full / t_comp:>8.2f}")
+        del generator, compressor
+
+
+if __name__ == "__main__":
+    main()
