@@ -18,7 +18,7 @@ echo "== 3/4 train: DeepSpeed ZeRO-2, $NPROC CPU processes"
 .venv/bin/deepspeed --num_gpus "$NPROC" launchers/train_gpu.py --config configs/tiny.yaml \
     --deepspeed_config ds_configs/zero2.json --train.output_dir="$RUN/train" "$@"
 echo "== 4/4 evaluate the export (no DeepSpeed)"
-$PY -m scaledown.eval --model "$RUN/train/export" --data "$RUN/data/eval.jsonl" --out "$RUN/eval.json"
+$PY -m scaledown.eval --model "$RUN/train/export" --data "$RUN/data/eval.jsonl" --uncompressed --out "$RUN/eval.json"
 echo
 echo "TensorBoard logs: $RUN/train/tensorboard   (tensorboard --logdir $RUN/train/tensorboard)"
 echo "Exported model:   $RUN/train/export        (ScaleDownModel.from_pretrained)"

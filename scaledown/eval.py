@@ -86,6 +86,28 @@ def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_
     return predictions
 
 
+@torch.no_grad()
+def generate_uncompressed(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
+    """The baseline: the base generator (LoRA off) with the full documents as text in the same prompt shape."""
+    from scaledown.data.collate import generator_messages
+
+    tok, cfg = model.tokenizer, model.config
+    lm = model.generator
+    predictions = []
+    with lm.disable_adapter():
+        for i in range(0, len(records), batch_size):
+            chunk = records[i:i + batch_size]
+            prompts = [tok.apply_chat_template(generator_messages(cfg.instruction, r.query, r.documents),
+                                               tokenize=False, add_generation_prompt=True) for r in chunk]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(lm.device) for k, v in enc.items()}
+            out = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                              top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            predictions += [t.strip() for t in
+                            tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return predictions
+
+
 def main(argv=None):
     import argparse
     import json
@@ -103,22 +125,33 @@ def main(argv=None):
     parser.add_argument("--max-examples", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--uncompressed", action="store_true",
+                        help="also evaluate the base generator with the full documents in its prompt")
     parser.add_argument("--out", default=None, help="write metrics and predictions here (JSON)")
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
     model = ScaleDownModel.from_pretrained(args.model, generator=args.generator)
     records = load_records(args.data)[: args.max_examples]
-    preds = generate_answers(model, records, args.batch_size, args.max_new_tokens)
-    sums = score_answers(preds, [r.answer for r in records])
-    metrics = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
-    print(json.dumps({"examples": len(records), **metrics}, indent=2))
+    golds = [r.answer for r in records]
+    systems = {"compressed": generate_answers(model, records, args.batch_size, args.max_new_tokens)}
+    if args.uncompressed:
+        systems["uncompressed"] = generate_uncompressed(model, records, args.batch_size, args.max_new_tokens)
+    table = {}
+    for name, preds in systems.items():
+        sums = score_answers(preds, golds)
+        table[name] = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+    print(f"{len(records)} examples from {args.data}")
+    print(f"{'system':<14}" + "".join(f"{m:>12}" for m in METRICS))
+    for name, row in table.items():
+        print(f"{name:<14}" + "".join(f"{row[m]:>12.4f}" for m in METRICS))
+    preds = systems["compressed"]
     for rec, pred in list(zip(records, preds))[:3]:
         print(f"  Q: {rec.query}\n  gold: {rec.answer}\n  pred: {pred}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"metrics": metrics, "predictions": [
+        Path(args.out).write_text(json.dumps({"metrics": table, "predictions": [
             {"id": r.id, "query": r.query, "gold": r.answer, "prediction": p} for r, p in zip(records, preds)]},
             indent=2))
-    return metrics
+    return table
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The OSCAR model on small configs: compressor, splicing, labels, gradients, overfitting, save/load."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -164,3 +165,18 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_logits(model, tmp_pat
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0 and "same logits" in run.stdout, run.stderr[-3000:]
+
+
+def test_eval_cli_compares_compressed_and_uncompressed(model_config, tmp_path):
+    from scaledown.data.schema import write_jsonl
+    from scaledown.eval import main as eval_main
+
+    model = ScaleDownModel.build(model_config())
+    model.save_pretrained(tmp_path / "export")
+    write_jsonl([{"query": r.query, "documents": r.documents, "answer": r.answer} for r in RECORDS],
+                tmp_path / "eval.jsonl")
+    table = eval_main(["--model", str(tmp_path / "export"), "--data", str(tmp_path / "eval.jsonl"),
+                       "--uncompressed", "--max-new-tokens", "4", "--out", str(tmp_path / "eval.json")])
+    assert set(table) == {"compressed", "uncompressed"}
+    assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())
+    assert len(json.loads((tmp_path / "eval.json").read_text())["predictions"]) == 2
