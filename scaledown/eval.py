@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import unicodedata
@@ -63,6 +64,45 @@ def rouge_l(prediction: str, gold: str) -> float:
 
 
 METRICS = {"accuracy": substring_match, "exact_match": exact_match, "f1": token_f1, "rouge_l": rouge_l}
+
+
+def ndcg_at_k(scores: list[float], relevance: list[float], k: int = 10) -> float:
+    """nDCG@k of the ranking by `scores` against graded `relevance` (gain 2^rel - 1, log2 discount)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+    dcg = sum((2 ** relevance[i] - 1) / math.log2(rank + 2) for rank, i in enumerate(order))
+    ideal = sorted(relevance, reverse=True)[:k]
+    idcg = sum((2 ** r - 1) / math.log2(rank + 2) for rank, r in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+JUDGE_PROMPT = (
+    "You grade answers to questions. Question: {question}\nReference answer: {gold}\nCandidate answer: {pred}\n"
+    "Reply with one number: 1 if the candidate is correct and complete, 0.5 if it is partly correct, "
+    "0 if it is wrong."
+)
+
+
+@torch.no_grad()
+def judge_answers(judge_path: str, records: list[Record], predictions: list[str], max_new_tokens: int = 4) -> list[float]:
+    """An LLM judge (a local causal LM with a chat template) scoring each prediction 1 / 0.5 / 0."""
+    from scaledown.models.generator import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(judge_path)
+    lm = load_causal_lm(judge_path, "float32" if not torch.cuda.is_available() else "bfloat16").eval()
+    scores = []
+    for rec, pred in zip(records, predictions):
+        messages = [{"role": "user", "content": JUDGE_PROMPT.format(question=rec.query, gold=rec.answer, pred=pred)}]
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        out = lm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        reply = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        scores.append(parse_judgement(reply))
+    return scores
+
+
+def parse_judgement(reply: str) -> float:
+    """The first of 1 / 0.5 / 0 in the judge's reply; anything else scores 0."""
+    match = re.search(r"(0?\.5|1(?:\.0)?|0(?:\.0)?)", reply)
+    return float(match.group(1)) if match else 0.0
 
 
 def score_answers(predictions: list[str], golds: list[str]) -> dict[str, float]:
@@ -127,6 +167,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--uncompressed", action="store_true",
                         help="also evaluate the base generator with the full documents in its prompt")
+    parser.add_argument("--teacher", default=None,
+                        help="records (same ids) whose 'answer' is the teacher's: scored as a third system")
+    parser.add_argument("--judge", default=None, help="local path of an LLM judge (1 / 0.5 / 0 rubric)")
     parser.add_argument("--out", default=None, help="write metrics and predictions here (JSON)")
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
@@ -136,14 +179,28 @@ def main(argv=None):
     systems = {"compressed": generate_answers(model, records, args.batch_size, args.max_new_tokens)}
     if args.uncompressed:
         systems["uncompressed"] = generate_uncompressed(model, records, args.batch_size, args.max_new_tokens)
+    if args.teacher:
+        teacher = {r.id: r.answer for r in load_records(args.teacher)}
+        missing = [r.id for r in records if r.id not in teacher]
+        if missing:
+            raise SystemExit(f"{args.teacher}: no teacher answer for ids {missing[:5]}")
+        systems["teacher"] = [teacher[r.id] for r in records]
     table = {}
     for name, preds in systems.items():
         sums = score_answers(preds, golds)
         table[name] = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+        if args.judge:
+            table[name]["judge"] = sum(judge_answers(args.judge, records, preds)) / len(records)
+    ranked = [r for r in records if isinstance(r.extra.get("relevance"), list)]
+    if model.rerank_head is not None and ranked:
+        ndcg = [ndcg_at_k(model.rerank_scores([r.query], [r.documents])[0].tolist(), r.extra["relevance"])
+                for r in ranked]
+        table["compressed"]["ndcg@10"] = sum(ndcg) / len(ndcg)
     print(f"{len(records)} examples from {args.data}")
-    print(f"{'system':<14}" + "".join(f"{m:>12}" for m in METRICS))
+    columns = list(dict.fromkeys(m for row in table.values() for m in row))
+    print(f"{'system':<14}" + "".join(f"{m:>12}" for m in columns))
     for name, row in table.items():
-        print(f"{name:<14}" + "".join(f"{row[m]:>12.4f}" for m in METRICS))
+        print(f"{name:<14}" + "".join(f"{row[m]:>12.4f}" if m in row else f"{'-':>12}" for m in columns))
     preds = systems["compressed"]
     for rec, pred in list(zip(records, preds))[:3]:
         print(f"  Q: {rec.query}\n  gold: {rec.answer}\n  pred: {pred}")

@@ -2,6 +2,7 @@
 checkpoint discovery, FLOP counting, answer metrics."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -138,3 +139,14 @@ def test_flop_count_sees_full_size_of_zero3_partitioned_weights():
     layer.weight.data = torch.empty(0)  # what ZeRO-3 leaves on a rank
     layer.weight.ds_numel = 40
     assert linear_params(layer) == 40
+
+
+def test_ndcg_and_judge_parsing():
+    from scaledown.eval import ndcg_at_k, parse_judgement
+
+    assert ndcg_at_k([3.0, 2.0, 1.0], [2, 1, 0]) == pytest.approx(1.0)
+    # Relevant document ranked second of two: (2^1-1)/log2(3) over the ideal 1/log2(2).
+    assert ndcg_at_k([0.1, 0.9], [1, 0]) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k([1.0, 2.0], [0, 0]) == 0.0
+    assert [parse_judgement(r) for r in ("1", " 0.5 because", "0", ".5", "Score: 1.0", "none")] == \
+        [1.0, 0.5, 0.0, 0.5, 1.0, 0.0]

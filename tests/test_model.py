@@ -167,16 +167,21 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_logits(model, tmp_pat
     assert run.returncode == 0 and "same logits" in run.stdout, run.stderr[-3000:]
 
 
-def test_eval_cli_compares_compressed_and_uncompressed(model_config, tmp_path):
+def test_eval_cli_compares_compressed_uncompressed_and_teacher(model_config, tmp_path, tiny_generator):
     from scaledown.data.schema import write_jsonl
     from scaledown.eval import main as eval_main
 
-    model = ScaleDownModel.build(model_config())
+    model = ScaleDownModel.build(model_config(rerank=True))
     model.save_pretrained(tmp_path / "export")
-    write_jsonl([{"query": r.query, "documents": r.documents, "answer": r.answer} for r in RECORDS],
-                tmp_path / "eval.jsonl")
+    rows = [{"id": f"q{i}", "query": r.query, "documents": r.documents, "answer": r.answer,
+             "relevance": [1] + [0] * (len(r.documents) - 1)} for i, r in enumerate(RECORDS)]
+    write_jsonl(rows, tmp_path / "eval.jsonl")
+    write_jsonl([{**row, "answer": f"the answer is {row['answer']}"} for row in rows], tmp_path / "teacher.jsonl")
     table = eval_main(["--model", str(tmp_path / "export"), "--data", str(tmp_path / "eval.jsonl"),
-                       "--uncompressed", "--max-new-tokens", "4", "--out", str(tmp_path / "eval.json")])
-    assert set(table) == {"compressed", "uncompressed"}
+                       "--uncompressed", "--teacher", str(tmp_path / "teacher.jsonl"), "--judge", tiny_generator,
+                       "--max-new-tokens", "4", "--out", str(tmp_path / "eval.json")])
+    assert set(table) == {"compressed", "uncompressed", "teacher"}
+    assert table["teacher"]["accuracy"] == 1.0 and table["teacher"]["exact_match"] == 0.0
+    assert "ndcg@10" in table["compressed"] and all("judge" in row for row in table.values())
     assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())
     assert len(json.loads((tmp_path / "eval.json").read_text())["predictions"]) == 2
