@@ -150,3 +150,20 @@ def test_ndcg_and_judge_parsing():
     assert ndcg_at_k([1.0, 2.0], [0, 0]) == 0.0
     assert [parse_judgement(r) for r in ("1", " 0.5 because", "0", ".5", "Score: 1.0", "none")] == \
         [1.0, 0.5, 0.0, 0.5, 1.0, 0.0]
+
+
+def test_mfu_is_achieved_flops_over_device_peak():
+    from scaledown.metrics import Meter
+
+    fm = FlopModel(comp_trained=1000, comp_layers=1, comp_width=10, gen_frozen=5000, gen_lora=100, gen_layers=2,
+                   gen_width=10)
+    meter = Meter(fm, peak_tflops=1e-9, device=torch.device("cpu"))  # a 1 kFLOP/s "device"
+    batch = {"comp_attention_mask": torch.ones(2, 3), "gen_attention_mask": torch.ones(1, 4),
+             "gen_input_ids": torch.zeros(1, 4)}
+    meter.add_batch(batch, data_wait=0.0)
+    expected = fm.train_flops(6, 2.0, 4, 2.5)
+    assert meter.flops == expected == 6 * (6000 + 240) + 4 * (20000 + 600 + 600)
+    meter.start -= 10.0  # pretend 10 s passed
+    summary = meter.summary()
+    assert summary["perf/mfu"] == pytest.approx(expected / 10.0 / 1e3, rel=1e-3)
+    assert summary["perf/samples_per_s_per_device"] == pytest.approx(0.1, rel=1e-3)
