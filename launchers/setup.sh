@@ -11,5 +11,5 @@ $PIP install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     $PIP install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-$PIP install -q -e ".[gpu,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -q -e ".[gpu,data,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import torch, deepspeed, transformers, peft; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"

@@ -32,7 +32,7 @@ A B C D E F G H I J K L M N O P Q R S T U V W X Y Z a b c d e f g h i j k l m n 
 """
 
 
-def make_tiny_tokenizer(vocab_size: int = 512, extra_text: str = "") -> PreTrainedTokenizerFast:
+def make_tiny_tokenizer(vocab_size: int = 512, extra_text: str = "", chat: bool = True) -> PreTrainedTokenizerFast:
     """A byte-level BPE (no unknown tokens: any UTF-8 text encodes) trained on a fixed English sample."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -42,7 +42,8 @@ def make_tiny_tokenizer(vocab_size: int = 512, extra_text: str = "") -> PreTrain
     tok.train_from_iterator([_TOKENIZER_TEXT * 4, extra_text], trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>")
-    fast.chat_template = CHAT_TEMPLATE
+    if chat:  # encoders (SPLADE, cross-encoders) have none: sentence-transformers would route pairs through it
+        fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
@@ -80,6 +81,43 @@ def make_tiny_encoder(path: str | Path, hidden_size: int = 48, num_layers: int =
                         max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _tiny_bert_config(tokenizer, hidden_size: int = 32) -> BertConfig:
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=2 * hidden_size, max_position_embeddings=512,
+                      pad_token_id=tokenizer.pad_token_id)
+
+
+def make_tiny_splade(path: str | Path, seed: int = 0) -> Path:
+    """A random-init SPLADE (BERT masked-LM + max pooling) saved as a sentence-transformers SparseEncoder."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.models import SpladePooling, Transformer
+    from transformers import BertForMaskedLM
+
+    path = Path(path)
+    tokenizer = make_tiny_tokenizer(chat=False)
+    torch.manual_seed(seed)
+    BertForMaskedLM(_tiny_bert_config(tokenizer)).save_pretrained(path / "mlm")
+    tokenizer.save_pretrained(path / "mlm")
+    encoder = SparseEncoder(modules=[Transformer(str(path / "mlm"), transformer_task="fill-mask"),
+                                     SpladePooling("max")], device="cpu")
+    encoder.save(str(path / "encoder"))
+    return path / "encoder"
+
+
+def make_tiny_cross_encoder(path: str | Path, seed: int = 0) -> Path:
+    """A random-init BERT cross-encoder (one relevance logit) loadable by sentence-transformers' CrossEncoder."""
+    from transformers import BertForSequenceClassification
+
+    path = Path(path)
+    tokenizer = make_tiny_tokenizer(chat=False)
+    config = _tiny_bert_config(tokenizer)
+    config.num_labels = 1
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

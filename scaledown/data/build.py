@@ -1,0 +1,229 @@
+"""The dataset build: SPLADE retrieval, optional cross-encoder reranking, teacher answers; sharded and resumable.
+
+    torchrun --nproc_per_node 8 launchers/build_dataset.py --corpus kilt_knowledgesource.json \\
+        --queries queries.tsv --out runs/data-build
+
+Stages, each safe to kill and restart:
+  1. index: passage shard j is encoded by rank j % world (skipped when already on disk);
+  2. queries are cut into chunks of `--chunk-size` in a fixed order; chunk j belongs to rank j % world, so the
+     output does not depend on the number of ranks. A chunk is written under a temporary name and renamed; a
+     restarted job skips finished chunks. Per-query failures are recorded in the chunk, never abort it;
+  3. merge (rank 0): every query id exactly once, then dataset.jsonl, an Arrow `datasets` folder, stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from scaledown.config import ModelConfig
+from scaledown.data.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
+from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
+
+
+def barrier():
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, teacher, args) -> list[dict]:
+    """One line per query: a training record, or {"id", "failed": reason}."""
+    vectors = to_csr(encoder.encode_query([q.text for q in queries], batch_size=64), index.matrix.shape[1])
+    hits = index.search(vectors, args.retrieve_k if reranker else args.k)
+    lines, todo = {}, []
+    for q, found in zip(queries, hits):
+        if not found:
+            lines[q.id] = {"id": q.id, "failed": "empty retrieval (no passage shares a term with the query)"}
+            continue
+        docs = [index.passages[row] for row, _ in found]
+        scores = None
+        if reranker:
+            docs, scores = reranker.rerank(q.text, docs, args.k)
+        todo.append((q, docs[: args.k], scores))
+    answers = teacher_answers(teacher, todo)
+    for (q, docs, scores), answer in zip(todo, answers):
+        if isinstance(answer, Exception) or not answer:
+            reason = f"teacher error: {answer}" if isinstance(answer, Exception) else "teacher gave an empty answer"
+            lines[q.id] = {"id": q.id, "failed": reason}
+            continue
+        rec = {"id": q.id, "query": q.text, "documents": [{"title": d["title"], "text": d["text"]} for d in docs],
+               "passage_ids": [d["id"] for d in docs], "answer": answer}
+        if scores is not None:
+            rec["reranking_scores"] = scores
+        if q.answer is not None:
+            rec["gold_answer"] = q.answer
+        lines[q.id] = rec
+    return [lines[q.id] for q in queries]
+
+
+def teacher_answers(teacher, items) -> list:
+    """Answers for the whole batch; if the batch fails, query by query, so one bad query fails alone."""
+    pairs = [(q.text, docs) for q, docs, _ in items]
+    try:
+        return teacher.answer(pairs)
+    except Exception:  # noqa: BLE001 - any teacher error is recorded per query below
+        out = []
+        for pair in pairs:
+            try:
+                out.append(teacher.answer([pair])[0])
+            except Exception as err:  # noqa: BLE001
+                out.append(err)
+        return out
+
+
+def merge(out: Path, query_ids: list[str], problems: Problems) -> dict:
+    """Check that every query appears exactly once across chunks; write the dataset and its statistics."""
+    seen: dict[str, dict] = {}
+    for chunk in sorted((out / "chunks").glob("chunk-*.jsonl")):
+        for line in chunk.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["id"] in seen:
+                raise RuntimeError(f"{chunk}: query id {row['id']!r} appears twice")
+            seen[row["id"]] = row
+    missing = [q for q in query_ids if q not in seen]
+    extra = set(seen) - set(query_ids)
+    if missing or extra:
+        raise RuntimeError(f"merge: {len(missing)} queries missing (e.g. {missing[:5]}), {len(extra)} unknown")
+    records = [seen[q] for q in query_ids if "failed" not in seen[q]]
+    failures = [seen[q] for q in query_ids if "failed" in seen[q]]
+    atomic_write(out / "dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write(out / "failures.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in failures))
+    try:
+        import datasets
+
+        if records:
+            datasets.Dataset.from_list(records).save_to_disk(str(out / "dataset"))
+    except ImportError:
+        print("datasets is not installed: wrote dataset.jsonl only", file=sys.stderr)
+    reasons: dict[str, int] = {}
+    for f in failures:
+        key = f["failed"].split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    answer_words = [len(r["answer"].split()) for r in records] or [0]
+    stats = {"queries": len(query_ids), "records": len(records), "failures": len(failures),
+             "failure_reasons": reasons, "bad_input_lines": problems.counts.get("bad_line", 0),
+             "documents_per_query": statistics.mean(len(r["documents"]) for r in records) if records else 0,
+             "answer_words_mean": statistics.mean(answer_words), "answer_words_max": max(answer_words)}
+    atomic_write(out / "stats.json", json.dumps(stats, indent=2))
+    return stats
+
+
+def build(args) -> dict | None:
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    out = Path(args.out)
+    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    problems = Problems()
+    from scaledown.models.generator import load_tokenizer
+
+    encoder = load_sparse_encoder(args.splade, trust_remote_code=args.trust_remote_code)
+    index_dir = out / "index"
+    if not (index_dir / "COMPLETE").exists():
+        tokenizer = load_tokenizer(args.tokenizer or args.teacher, args.trust_remote_code)
+        passages = chunk_passages(read_corpus(args.corpus, problems, args.corpus_format), tokenizer,
+                                  args.passage_tokens)
+        build_index(passages, encoder, index_dir, args.shard_size, rank, world, progress=rank == 0)
+        barrier()
+        if rank == 0:
+            atomic_write(index_dir / "COMPLETE", json.dumps({"bad_corpus_lines": problems.counts.get("bad_line", 0)}))
+        barrier()
+    index = SparseIndex(index_dir)
+    if args.queries:
+        queries = read_queries(args.queries, problems, args.queries_format)
+    else:
+        from scaledown.data.corpus import Passage
+
+        queries = synthetic_queries([Passage(**p) for p in index.passages], args.synthetic_queries, args.seed)
+    ids = [q.id for q in queries]
+    if len(set(ids)) != len(ids):
+        raise SystemExit(f"{args.queries}: query ids are not unique")
+    reranker = None
+    if args.cross_encoder:
+        from scaledown.data.teacher import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(args.cross_encoder, trust_remote_code=args.trust_remote_code)
+    from scaledown.data.teacher import HFTeacher, VLLMTeacher
+
+    teacher_cls = VLLMTeacher if args.teacher_backend == "vllm" else HFTeacher
+    teacher = teacher_cls(args.teacher, args.instruction, args.max_new_tokens, args.teacher_batch_size,
+                          trust_remote_code=args.trust_remote_code)
+    chunks = [queries[i:i + args.chunk_size] for i in range(0, len(queries), args.chunk_size)]
+    mine = [j for j in range(len(chunks)) if j % world == rank]
+    done = skipped = 0
+    for j in tqdm(mine, desc=f"rank {rank}", position=rank, disable=args.quiet):
+        path = out / "chunks" / f"chunk-{j:06d}.jsonl"
+        if path.exists():
+            skipped += 1
+            continue
+        lines = process_chunk(chunks[j], encoder, index, reranker, teacher, args)
+        atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+        done += 1
+        manifest = out / f"manifest-rank{rank:05d}.json"
+        finished = json.loads(manifest.read_text()) if manifest.exists() else []
+        atomic_write(manifest, json.dumps(sorted(set(finished) | {q.id for q in chunks[j]})))
+    print(f"rank {rank}: {done} chunks built, {skipped} already done; bad input lines: "
+          f"{problems.counts.get('bad_line', 0)}", flush=True)
+    for message in problems.messages[:10]:
+        print(f"  {message}", file=sys.stderr)
+    barrier()
+    stats = None
+    if rank == 0:
+        stats = merge(out, ids, problems)
+        print(json.dumps(stats, indent=2))
+    barrier()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return stats
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Build a ScaleDown training set (retrieve, rerank, teacher answers).")
+    p.add_argument("--corpus", required=True, help="KILT JSONL, JSONL {id,title,text} or TSV id<TAB>text")
+    p.add_argument("--corpus-format", default="auto", choices=["auto", "jsonl", "tsv"])
+    p.add_argument("--queries", default="", help="text (one per line), TSV qid<TAB>query, JSONL, datasets folder")
+    p.add_argument("--queries-format", default="auto", choices=["auto", "text", "tsv", "jsonl", "datasets"])
+    p.add_argument("--synthetic-queries", type=int, default=100, help="without --queries: made from the corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--splade", default="naver/splade-v3", help="SparseEncoder path or hub id")
+    p.add_argument("--cross-encoder", default="naver/trecdl22-crossencoder-debertav3",
+                   help="CrossEncoder path or hub id; empty: no reranking")
+    p.add_argument("--teacher", default="mistralai/Mistral-7B-Instruct-v0.2")
+    p.add_argument("--teacher-backend", default="hf", choices=["hf", "vllm"])
+    p.add_argument("--teacher-batch-size", type=int, default=16)
+    p.add_argument("--tokenizer", default="", help="for passage chunking (default: the teacher's)")
+    p.add_argument("--passage-tokens", type=int, default=128)
+    p.add_argument("--retrieve-k", type=int, default=20, help="retrieved per query before reranking")
+    p.add_argument("--k", type=int, default=5, help="documents kept per query")
+    p.add_argument("--chunk-size", type=int, default=256, help="queries per output chunk")
+    p.add_argument("--shard-size", type=int, default=100_000, help="passages per index shard")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--instruction", default=ModelConfig.instruction)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return build(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Corpus and query readers (streaming), passage chunking, and the problem log for bad input lines.
+
+Corpora: the KILT knowledge source (`{"wikipedia_id", "wikipedia_title", "text": [paragraphs]}` per line),
+generic JSONL (`{"id", "title", "text"}`) and TSV (`id<TAB>text`, the MS MARCO collection). Queries: a text file
+(one per line), TSV (`qid<TAB>query`), JSONL (`{"id", "query", "answer"?}`), or a `datasets` folder.
+A bad line is logged with its file and line number, counted, and skipped: it never aborts a build.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+
+@dataclass
+class Problems:
+    """Bad input lines and per-query failures: counted by kind, with the first messages kept."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    keep: int = 50
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if len(self.messages) < self.keep:
+            self.messages.append(message)
+
+
+@dataclass
+class Passage:
+    id: str
+    title: str
+    text: str
+
+    def as_document(self) -> dict:
+        return {"id": self.id, "title": self.title, "text": self.text}
+
+
+@dataclass
+class Query:
+    id: str
+    text: str
+    answer: str | None = None
+
+
+def _lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError as err:
+                problems.add("bad_line", f"{path}:{lineno}: invalid UTF-8 at byte {err.start}")
+                continue
+            if line.strip():
+                yield lineno, line
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "datasets"
+    name = path.name.lower()
+    if name.endswith((".tsv", ".tsv.txt")):
+        return "tsv"
+    if name.endswith((".jsonl", ".json")):
+        return "jsonl"
+    return "text"
+
+
+def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iterator[tuple[str, str, str]]:
+    """(document id, title, text) for each document, streamed line by line."""
+    path = Path(path)
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    for lineno, line in _lines(path, problems):
+        where = f"{path}:{lineno}"
+        if fmt == "tsv":
+            parts = line.split("\t")
+            if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+                problems.add("bad_line", f"{where}: expected 'id<TAB>text'")
+                continue
+            yield parts[0].strip(), "", parts[1].strip()
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.add("bad_line", f"{where}: invalid JSON: {err.msg}")
+            continue
+        if not isinstance(obj, dict):
+            problems.add("bad_line", f"{where}: expected a JSON object")
+            continue
+        if "wikipedia_id" in obj:  # KILT knowledge source
+            paragraphs = obj.get("text")
+            if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
+                problems.add("bad_line", f"{where}: field 'text': expected a list of paragraphs")
+                continue
+            # KILT's first paragraph repeats the title.
+            body = "\n".join(p.strip() for p in paragraphs[1:] if p.strip())
+            yield str(obj["wikipedia_id"]), str(obj.get("wikipedia_title") or ""), body
+        else:
+            text = obj.get("text")
+            if obj.get("id") is None or not isinstance(text, str) or not text.strip():
+                problems.add("bad_line", f"{where}: fields 'id' and 'text' (a non-empty string) are required")
+                continue
+            yield str(obj["id"]), str(obj.get("title") or ""), text
+
+
+def chunk_passages(documents, tokenizer, max_tokens: int = 128) -> Iterator[Passage]:
+    """Cut each document into passages of at most `max_tokens` tokens of `title\\ntext`; ids `docid-N`."""
+    for doc_id, title, text in documents:
+        prefix = len(tokenizer(f"{title}\n", add_special_tokens=False)["input_ids"]) if title else 0
+        budget = max(16, max_tokens - prefix)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for n, start in enumerate(range(0, max(len(ids), 1), budget)):
+            piece = tokenizer.decode(ids[start:start + budget]).strip()
+            if piece:
+                yield Passage(f"{doc_id}-{n}", title, piece)
+
+
+def read_queries(path: str | Path, problems: Problems, fmt: str = "auto") -> list[Query]:
+    """All queries (a query list fits in memory: 893k queries are about 50 MB)."""
+    path = Path(path)
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    queries: list[Query] = []
+    if fmt == "datasets":
+        import datasets
+
+        for i, row in enumerate(datasets.load_from_disk(str(path))):
+            text = row.get("query") or row.get("question")
+            if not isinstance(text, str) or not text.strip():
+                problems.add("bad_line", f"{path}: row {i}: field 'query': missing or empty")
+                continue
+            queries.append(Query(str(row.get("id", i)), text.strip(), row.get("answer")))
+        return queries
+    for lineno, line in _lines(path, problems):
+        where = f"{path}:{lineno}"
+        if fmt == "text":
+            queries.append(Query(str(lineno), line.strip()))
+        elif fmt == "tsv":
+            parts = line.split("\t")
+            if len(parts) < 2 or not parts[1].strip():
+                problems.add("bad_line", f"{where}: expected 'qid<TAB>query'")
+                continue
+            queries.append(Query(parts[0].strip(), parts[1].strip()))
+        else:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.add("bad_line", f"{where}: invalid JSON: {err.msg}")
+                continue
+            text = obj.get("query") if isinstance(obj, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                problems.add("bad_line", f"{where}: field 'query': missing or empty")
+                continue
+            queries.append(Query(str(obj.get("id", lineno)), text.strip(), obj.get("answer")))
+    return queries
+
+
+def synthetic_queries(passages: list[Passage], n: int, seed: int = 0) -> list[Query]:
+    """Quick-test queries made from the corpus: a passage's title and a few of its words."""
+    rng = random.Random(seed)
+    picks = rng.sample(passages, min(n, len(passages)))
+    out = []
+    for i, p in enumerate(picks):
+        words = p.text.split()
+        start = rng.randrange(max(1, len(words) - 6))
+        out.append(Query(f"syn-{i}", f"What about {p.title or 'this'}: {' '.join(words[start:start + 6])}?"))
+    return out
