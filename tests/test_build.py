@@ -1,0 +1,209 @@
+"""The dataset build: exact sparse retrieval, rank-count independence, SIGKILL + restart, bad input."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from launch import ROOT, cpu_env, free_port, kill_tree
+
+pytest.importorskip("sentence_transformers")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from scaledown.data.synthetic import make_records
+    from scaledown.models.tiny import make_tiny_cross_encoder, make_tiny_generator, make_tiny_splade
+
+    t = tmp_path_factory.mktemp("build")
+    models = {"splade": make_tiny_splade(t / "splade"), "ce": make_tiny_cross_encoder(t / "ce"),
+              "teacher": make_tiny_generator(t / "teacher", hidden_size=32, num_layers=2, intermediate_size=64)}
+    records = make_records(30, seed=0)
+    docs = [{"id": f"d{i}-{j}", "title": d["title"], "text": d["text"]}
+            for i, r in enumerate(records) for j, d in enumerate(r["documents"])]
+    (t / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs) + "{broken\n")
+    (t / "queries.tsv").write_text("".join(f"q{i}\t{r['query']}\n" for i, r in enumerate(records)) + "no tab\n")
+    return t, models
+
+
+def args_for(t, models, out, **extra):
+    args = ["--corpus", str(t / "corpus.jsonl"), "--queries", str(t / "queries.tsv"), "--out", str(out),
+            "--splade", str(models["splade"]), "--cross-encoder", str(models["ce"]), "--teacher",
+            str(models["teacher"]), "--max-new-tokens", "6", "--chunk-size", "4", "--shard-size", "40",
+            "--retrieve-k", "8", "--k", "3", "--quiet"]
+    for key, value in extra.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def run_build(nproc, args, timeout=600):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--rdzv_backend", "c10d",
+           "--rdzv_endpoint", f"127.0.0.1:{free_port()}", str(ROOT / "launchers" / "build_dataset.py"), *args]
+    run = subprocess.run(cmd, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return run
+
+
+def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
+    from scaledown.data.retrieval import SparseIndex, dense_scores
+
+    rng = np.random.default_rng(0)
+    vocab = 300
+    for shard in range(3):  # shards of uneven size
+        n = 40 + 7 * shard
+        matrix = sp.random(n, vocab, density=0.05, random_state=shard, format="csr", dtype=np.float32)
+        sp.save_npz(tmp_path / f"shard-{shard:05d}.npz", matrix)
+        (tmp_path / f"shard-{shard:05d}.jsonl").write_text(
+            "".join(json.dumps({"id": f"{shard}-{i}", "title": "", "text": ""}) + "\n" for i in range(n)))
+    index = SparseIndex(tmp_path)
+    queries = sp.random(20, vocab, density=0.1, random_state=9, format="csr", dtype=np.float32)
+    for k in (1, 5, 17):
+        hits = index.search(queries, k)
+        for qi in range(20):
+            scores = dense_scores(index.matrix, queries[qi].toarray().ravel())
+            positive = np.flatnonzero(scores > 0)
+            expected = sorted(positive, key=lambda i: (-scores[i], i))[:k]
+            assert [row for row, _ in hits[qi]] == expected
+            np.testing.assert_allclose([s for _, s in hits[qi]], scores[expected], rtol=1e-5)
+    assert index.passages[index.offsets[2]]["id"] == "2-0"
+    del rng
+
+
+def test_splade_index_matches_dense_scoring(setup, tmp_path):
+    from scaledown.data.corpus import Passage
+    from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
+
+    _, models = setup
+    encoder = load_sparse_encoder(str(models["splade"]), device="cpu")
+    passages = [Passage(f"p{i}", "", f"the river {i} flows past bridge number {i * 7}") for i in range(25)]
+    assert build_index(passages, encoder, tmp_path, shard_size=10) == [0, 1, 2]
+    assert build_index(passages, encoder, tmp_path, shard_size=10) == []  # resume: nothing left to do
+    index = SparseIndex(tmp_path)
+    q = encoder.encode_query(["which bridge is on the river"])
+    dense = encoder.encode_document([p.text for p in passages]).to_dense() @ q.to_dense()[0]
+    hits = index.search(to_csr(q, index.matrix.shape[1]), 5)[0]
+    assert [row for row, _ in hits] == torch.argsort(dense, descending=True, stable=True)[:5].tolist()
+
+
+@pytest.mark.slow
+def test_one_and_three_ranks_build_the_same_dataset(setup):
+    t, models = setup
+    run_build(1, args_for(t, models, t / "one"))
+    run = run_build(3, args_for(t, models, t / "three"))
+    one = (t / "one" / "dataset.jsonl").read_text()
+    assert one == (t / "three" / "dataset.jsonl").read_text()
+    rows = [json.loads(line) for line in one.splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(30)]
+    assert all(len(r["documents"]) == 3 and len(r["reranking_scores"]) == 3 for r in rows)
+    assert all(r["reranking_scores"] == sorted(r["reranking_scores"], reverse=True) for r in rows)
+    stats = json.loads((t / "three" / "stats.json").read_text())
+    assert stats["queries"] == 30 and stats["records"] + stats["failures"] == 30
+    assert stats["bad_input_lines"] == 2  # one corpus line, one query line, each reported with file:line
+    assert "corpus.jsonl:151: invalid JSON" in run.stderr or "corpus.jsonl:151" in run.stdout + run.stderr
+    from scaledown.data.schema import load_records
+    assert len(load_records(t / "three" / "dataset")) == stats["records"]  # the Arrow copy loads for training
+
+
+@pytest.mark.slow
+def test_killed_build_restarts_without_losing_or_redoing_chunks(setup):
+    t, models = setup
+    out = t / "killed"
+    cmd = [sys.executable, str(ROOT / "launchers" / "build_dataset.py"),
+           *args_for(t, models, out, max_new_tokens=24)]
+    proc = subprocess.Popen(cmd, env=cpu_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list((out / "chunks").glob("chunk-*.jsonl"))) < 2:
+        assert proc.poll() is None and time.time() < deadline, "build ended before it could be killed"
+        time.sleep(0.1)
+    kill_tree(proc.pid)
+    proc.wait()
+    done = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (out / "chunks").glob("chunk-*.jsonl")}
+    assert 2 <= len(done) < 8 and not (out / "dataset.jsonl").exists()
+    run = subprocess.run(cmd, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"{len(done)} already done" in run.stdout
+    for name, stamp in done.items():
+        p = out / "chunks" / name
+        assert (p.stat().st_mtime_ns, p.stat().st_ino) == stamp, f"{name} was rebuilt"
+    ids = [json.loads(line)["id"] for line in (out / "dataset.jsonl").read_text().splitlines()]
+    ids += [json.loads(line)["id"] for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(30))
+
+
+class StandInTeacher:
+    """A recording stand-in, to check our failure handling only: fails on queries containing 'explode'."""
+
+    def answer(self, items):
+        if any("explode" in q for q, _ in items):
+            if len(items) > 1:
+                raise RuntimeError("batch failed")
+            raise RuntimeError("out of memory")
+        return [f"answer to {q}" for q, _ in items]
+
+
+def test_per_query_failures_are_recorded_not_fatal(setup, tmp_path):
+    from scaledown.data.build import merge, process_chunk
+    from scaledown.data.corpus import Passage, Problems, Query
+    from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder
+
+    _, models = setup
+    encoder = load_sparse_encoder(str(models["splade"]), device="cpu")
+    build_index([Passage(f"p{i}", "T", f"passage {i} text") for i in range(6)], encoder, tmp_path / "index")
+    index = SparseIndex(tmp_path / "index")
+
+    class Args:
+        retrieve_k, k = 4, 2
+
+    queries = [Query("a", "first question"), Query("b", "explode now"), Query("c", "third question")]
+    lines = process_chunk(queries, encoder, index, None, StandInTeacher(), Args)
+    assert [line["id"] for line in lines] == ["a", "b", "c"]
+    assert lines[1]["failed"].startswith("teacher error: out of memory")
+    assert lines[0]["answer"] == "answer to first question" and len(lines[2]["documents"]) == 2
+    (tmp_path / "chunks").mkdir()
+    (tmp_path / "chunks" / "chunk-000000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    stats = merge(tmp_path, ["a", "b", "c"], Problems())
+    assert (stats["records"], stats["failures"], stats["failure_reasons"]) == (2, 1, {"teacher error": 1})
+    with pytest.raises(RuntimeError, match="1 queries missing"):
+        merge(tmp_path, ["a", "b", "c", "d"], Problems())
+    (tmp_path / "chunks" / "chunk-000001.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    with pytest.raises(RuntimeError, match="appears twice"):
+        merge(tmp_path, ["a", "b", "c"], Problems())
+
+
+def test_readers_report_bad_lines_with_file_and_line(tmp_path):
+    from scaledown.data.corpus import Problems, read_corpus, read_queries
+
+    kilt = tmp_path / "kilt.jsonl"
+    kilt.write_text(json.dumps({"wikipedia_id": "12", "wikipedia_title": "Anarchism",
+                                "text": ["Anarchism\n", "Anarchism is a philosophy.\n", "It rejects rulers.\n"]}) +
+                    "\n" + json.dumps({"wikipedia_id": "13", "text": "not a list"}) + "\n")
+    tsv = tmp_path / "collection.tsv"
+    tsv.write_bytes(b"7\tsome passage\nbroken\n8\tcaf\xe9\n")
+    problems = Problems()
+    assert list(read_corpus(kilt, problems)) == [("12", "Anarchism", "Anarchism is a philosophy.\nIt rejects rulers.")]
+    assert list(read_corpus(tsv, problems)) == [("7", "", "some passage")]
+    assert problems.counts == {"bad_line": 3}
+    assert problems.messages == [f"{kilt}:2: field 'text': expected a list of paragraphs",
+                                 f"{tsv}:2: expected 'id<TAB>text'", f"{tsv}:3: invalid UTF-8 at byte 5"]
+    queries = tmp_path / "q.txt"
+    queries.write_text("first\n\nsecond\n")
+    assert [(q.id, q.text) for q in read_queries(queries, problems)] == [("1", "first"), ("3", "second")]
+
+
+def test_chunking_respects_the_token_budget_with_stable_ids():
+    from scaledown.data.corpus import chunk_passages
+    from scaledown.models.tiny import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    text = " ".join(f"word{i}" for i in range(300))
+    passages = list(chunk_passages([("doc", "Title", text)], tok, max_tokens=64))
+    assert [p.id for p in passages] == [f"doc-{i}" for i in range(len(passages))] and len(passages) > 3
+    for p in passages:
+        assert len(tok(f"{p.title}\n{p.text}", add_special_tokens=False)["input_ids"]) <= 64 + 2
+    assert list(chunk_passages([("doc", "Title", text)], tok, max_tokens=64))[1].text == passages[1].text
