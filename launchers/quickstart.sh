@@ -10,16 +10,21 @@ PY=.venv/bin/python
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} TOKENIZERS_PARALLELISM=false
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
 
-echo "== 1/4 small models from configs (random init) -> $RUN/base-model"
-$PY -m scaledown.models.tiny --out "$RUN/base-model"
-echo "== 2/4 dataset -> $RUN/data"
-$PY -m scaledown.data.synthetic --out "$RUN/data" --train 512 --eval 64
-echo "== 3/4 train: DeepSpeed ZeRO-2, $NPROC CPU processes"
+echo "== 1/5 small random-init models from configs -> $RUN/base-model, $RUN/retrieval"
+$PY -m scaledown.models.tiny --out "$RUN/base-model" --retrieval-out "$RUN/retrieval"
+echo "== 2/5 corpus and questions (generated facts) -> $RUN/source"
+$PY -m scaledown.data.synthetic --out "$RUN/source" --train 512 --eval 64
+echo "== 3/5 dataset build, $NPROC ranks: SPLADE retrieval, cross-encoder rerank 20 -> 5, answers -> $RUN/data"
+.venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py --corpus "$RUN/source/corpus.jsonl" \
+    --queries "$RUN/source/queries.jsonl" --out "$RUN/data" --splade "$RUN/retrieval/splade/encoder" \
+    --cross-encoder "$RUN/retrieval/ce" --teacher gold --tokenizer "$RUN/base-model" --chunk-size 64 --quiet
+echo "== 4/5 train: DeepSpeed ZeRO-2, $NPROC CPU processes"
 .venv/bin/deepspeed --num_gpus "$NPROC" launchers/train_gpu.py --config configs/tiny.yaml \
     --deepspeed_config ds_configs/zero2.json --train.output_dir="$RUN/train" "$@"
-echo "== 4/4 evaluate the export (no DeepSpeed)"
-$PY -m scaledown.eval --model "$RUN/train/export" --data "$RUN/data/eval.jsonl" --uncompressed --out "$RUN/eval.json"
+echo "== 5/5 evaluate the export (no DeepSpeed), next to the uncompressed generator"
+$PY -m scaledown.eval --model "$RUN/train/export" --data "$RUN/source/eval.jsonl" --uncompressed --out "$RUN/eval.json"
 echo
 echo "TensorBoard logs: $RUN/train/tensorboard   (tensorboard --logdir $RUN/train/tensorboard)"
 echo "Exported model:   $RUN/train/export        (ScaleDownModel.from_pretrained)"
+echo "Dataset:          $RUN/data/dataset.jsonl   (statistics: $RUN/data/stats.json)"
 echo "Evaluation:       $RUN/eval.json"

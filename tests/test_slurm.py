@@ -1,5 +1,6 @@
 """slurm/train_gpu.sh under a real Slurm on this machine: 2 nodes x 1 process, DeepSpeed on CPU."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -56,3 +57,27 @@ def test_failing_rank_fails_the_job(slurm, tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert job.returncode != 0
     assert "missing.jsonl: no such file" in (tmp_path / "job.out").read_text()
+
+
+def test_two_node_dataset_build(slurm, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from scaledown.data.synthetic import main as synthetic
+    from scaledown.models.tiny import main as tiny
+
+    tiny(["--out", str(tmp_path / "base"), "--retrieval-out", str(tmp_path / "retrieval")])
+    synthetic(["--out", str(tmp_path / "source"), "--train", "24", "--eval", "4"])
+    env = cpu_env(SLURM_CONF=slurm, PROCS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)))
+    job = subprocess.run(
+        ["sbatch", "--wait", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=2", f"--output={tmp_path}/job.out",
+         str(ROOT / "slurm" / "build_dataset.sh"), "--corpus", str(tmp_path / "source" / "corpus.jsonl"),
+         "--queries", str(tmp_path / "source" / "queries.jsonl"), "--out", str(tmp_path / "data"),
+         "--splade", str(tmp_path / "retrieval" / "splade" / "encoder"), "--cross-encoder",
+         str(tmp_path / "retrieval" / "ce"), "--teacher", "gold", "--tokenizer", str(tmp_path / "base"),
+         "--chunk-size", "4", "--quiet"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert job.returncode == 0, f"{job.stderr}\n{log[-4000:]}"
+    assert "rank 0:" in log and "rank 1:" in log
+    stats = json.loads((tmp_path / "data" / "stats.json").read_text())
+    assert stats["records"] == 24 and stats["failures"] == 0
+    assert len(list((tmp_path / "data" / "chunks").glob("chunk-*.jsonl"))) == 6

@@ -133,6 +133,8 @@ def build(args) -> dict | None:
     encoder = load_sparse_encoder(args.splade, trust_remote_code=args.trust_remote_code)
     index_dir = out / "index"
     if not (index_dir / "COMPLETE").exists():
+        if not args.tokenizer and args.teacher == "gold":
+            raise SystemExit("--teacher gold needs --tokenizer (the generator's) for passage chunking")
         tokenizer = load_tokenizer(args.tokenizer or args.teacher, args.trust_remote_code)
         passages = chunk_passages(read_corpus(args.corpus, problems, args.corpus_format), tokenizer,
                                   args.passage_tokens)
@@ -156,11 +158,14 @@ def build(args) -> dict | None:
         from scaledown.data.teacher import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(args.cross_encoder, trust_remote_code=args.trust_remote_code)
-    from scaledown.data.teacher import HFTeacher, VLLMTeacher
+    from scaledown.data.teacher import GoldAnswers, HFTeacher, VLLMTeacher
 
-    teacher_cls = VLLMTeacher if args.teacher_backend == "vllm" else HFTeacher
-    teacher = teacher_cls(args.teacher, args.instruction, args.max_new_tokens, args.teacher_batch_size,
-                          trust_remote_code=args.trust_remote_code)
+    if args.teacher == "gold":
+        teacher = GoldAnswers({q.text: q.answer for q in queries if q.answer})
+    else:
+        teacher_cls = VLLMTeacher if args.teacher_backend == "vllm" else HFTeacher
+        teacher = teacher_cls(args.teacher, args.instruction, args.max_new_tokens, args.teacher_batch_size,
+                              trust_remote_code=args.trust_remote_code)
     chunks = [queries[i:i + args.chunk_size] for i in range(0, len(queries), args.chunk_size)]
     mine = [j for j in range(len(chunks)) if j % world == rank]
     done = skipped = 0
@@ -201,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--splade", default="naver/splade-v3", help="SparseEncoder path or hub id")
     p.add_argument("--cross-encoder", default="naver/trecdl22-crossencoder-debertav3",
                    help="CrossEncoder path or hub id; empty: no reranking")
-    p.add_argument("--teacher", default="mistralai/Mistral-7B-Instruct-v0.2")
+    p.add_argument("--teacher", default="mistralai/Mistral-7B-Instruct-v0.2",
+                   help="causal LM path or hub id; 'gold': the query source's own answers, no teacher model")
     p.add_argument("--teacher-backend", default="hf", choices=["hf", "vllm"])
     p.add_argument("--teacher-batch-size", type=int, default=16)
     p.add_argument("--tokenizer", default="", help="for passage chunking (default: the teacher's)")

@@ -56,9 +56,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(make_records(args.train, args.seed), out / "train.jsonl")
-    write_jsonl(make_records(args.eval, args.seed + 1), out / "eval.jsonl")
-    print(f"wrote {args.train} training and {args.eval} eval records to {out}")
+    train, evals = make_records(args.train, args.seed), make_records(args.eval, args.seed + 1)
+    write_jsonl(train, out / "train.jsonl")
+    write_jsonl(evals, out / "eval.jsonl")
+    # The same facts as a corpus and a query list, for the dataset builder (launchers/build_dataset.py).
+    corpus = [{"id": f"{r['id']}-{j}", "title": d["title"], "text": d["text"]}
+              for r in train + evals for j, d in enumerate(r["documents"])]
+    write_jsonl(corpus, out / "corpus.jsonl")
+    write_jsonl([{"id": r["id"], "query": r["query"], "answer": r["answer"]} for r in train],
+                out / "queries.jsonl")
+    print(f"wrote {args.train} training and {args.eval} eval records, {len(corpus)} corpus passages and "
+          f"{args.train} queries to {out}")
 
 
 if __name__ == "__main__":

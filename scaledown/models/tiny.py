@@ -128,6 +128,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Write small random-init models for tests and the default run.")
     parser.add_argument("--out", required=True, help="folder for the generator")
     parser.add_argument("--encoder-out", default=None, help="also write a small encoder here")
+    parser.add_argument("--retrieval-out", default=None,
+                        help="also write a small SPLADE (retrieval-out/splade) and cross-encoder (retrieval-out/ce)")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args(argv)
@@ -138,6 +140,10 @@ def main(argv=None):
         print(f"wrote a {args.layers}-layer, width-{args.hidden_size} generator to {args.out}")
     if args.encoder_out and not (Path(args.encoder_out) / "config.json").exists():
         make_tiny_encoder(args.encoder_out)
+    if args.retrieval_out and not (Path(args.retrieval_out) / "ce" / "config.json").exists():
+        make_tiny_splade(Path(args.retrieval_out) / "splade")
+        make_tiny_cross_encoder(Path(args.retrieval_out) / "ce")
+        print(f"wrote a small SPLADE and cross-encoder to {args.retrieval_out}")
 
 
 if __name__ == "__main__":
