@@ -12,17 +12,20 @@ export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions
 
 echo "== 1/5 small random-init models from configs -> $RUN/base-model, $RUN/retrieval"
 $PY -m scaledown.models.tiny --out "$RUN/base-model" --retrieval-out "$RUN/retrieval"
-echo "== 2/5 corpus and questions (generated facts) -> $RUN/source"
-$PY -m scaledown.data.synthetic --out "$RUN/source" --train 512 --eval 64
-echo "== 3/5 dataset build, $NPROC ranks: SPLADE retrieval, cross-encoder rerank 20 -> 5, answers -> $RUN/data"
-.venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py --corpus "$RUN/source/corpus.jsonl" \
-    --queries "$RUN/source/queries.jsonl" --out "$RUN/data" --splade "$RUN/retrieval/splade/encoder" \
-    --cross-encoder "$RUN/retrieval/ce" --teacher gold --tokenizer "$RUN/base-model" --chunk-size 64 --quiet
+echo "== 2/5 corpus and questions shipped in PyPI packages (gensim's Wikipedia sample, FanOutQA dev) -> $RUN/source"
+$PY -m scaledown.data.embedded --out "$RUN/source" --eval 32
+echo "== 3/5 dataset build, $NPROC ranks: SPLADE index + retrieval, cross-encoder rerank 20 -> 5, answers -> $RUN/data"
+BUILD=(--corpus "$RUN/source/corpus.jsonl" --splade "$RUN/retrieval/splade/encoder" --cross-encoder "$RUN/retrieval/ce"
+       --teacher gold --tokenizer "$RUN/base-model" --chunk-size 128 --quiet)
+.venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py "${BUILD[@]}" \
+    --queries "$RUN/source/queries.jsonl" --out "$RUN/data"
+.venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py "${BUILD[@]}" \
+    --queries "$RUN/source/eval_queries.jsonl" --index "$RUN/data/index" --out "$RUN/eval-data"
 echo "== 4/5 train: DeepSpeed ZeRO-2, $NPROC CPU processes"
 .venv/bin/deepspeed --num_gpus "$NPROC" launchers/train_gpu.py --config configs/tiny.yaml \
     --deepspeed_config ds_configs/zero2.json --train.output_dir="$RUN/train" "$@"
 echo "== 5/5 evaluate the export (no DeepSpeed), next to the uncompressed generator"
-$PY -m scaledown.eval --model "$RUN/train/export" --data "$RUN/source/eval.jsonl" --uncompressed --out "$RUN/eval.json"
+$PY -m scaledown.eval --model "$RUN/train/export" --data "$RUN/eval-data/dataset.jsonl" --uncompressed --out "$RUN/eval.json"
 echo
 echo "TensorBoard logs: $RUN/train/tensorboard   (tensorboard --logdir $RUN/train/tensorboard)"
 echo "Exported model:   $RUN/train/export        (ScaleDownModel.from_pretrained)"

@@ -6,10 +6,15 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-PIP=".venv/bin/python -m pip"
-$PIP install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+PIP=(.venv/bin/python -m pip)
+# pip's output without the index-location warnings; a failing pip still fails this script (pipefail).
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+quiet "${PIP[@]}" install -q --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    $PIP install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
+    quiet "${PIP[@]}" install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-$PIP install -q -e ".[gpu,data,dev]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import torch, deepspeed, transformers, peft; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"
+quiet "${PIP[@]}" install -q -e ".[gpu,data,dev]"
+# The embedded default corpus and questions ship inside these wheels; fanoutqa is read as data only.
+quiet "${PIP[@]}" install -q "gensim>=4.3"
+quiet "${PIP[@]}" install -q --no-deps "fanoutqa>=1.1"
+.venv/bin/python -c "import torch, deepspeed, transformers, peft, sentence_transformers, gensim; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"

@@ -131,7 +131,7 @@ def build(args) -> dict | None:
     from scaledown.models.generator import load_tokenizer
 
     encoder = load_sparse_encoder(args.splade, trust_remote_code=args.trust_remote_code)
-    index_dir = out / "index"
+    index_dir = Path(args.index) if args.index else out / "index"
     if not (index_dir / "COMPLETE").exists():
         if not args.tokenizer and args.teacher == "gold":
             raise SystemExit("--teacher gold needs --tokenizer (the generator's) for passage chunking")
@@ -203,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--queries-format", default="auto", choices=["auto", "text", "tsv", "jsonl", "datasets"])
     p.add_argument("--synthetic-queries", type=int, default=100, help="without --queries: made from the corpus")
     p.add_argument("--out", required=True)
+    p.add_argument("--index", default="", help="index folder (default OUT/index); an existing one is reused")
     p.add_argument("--splade", default="naver/splade-v3", help="SparseEncoder path or hub id")
     p.add_argument("--cross-encoder", default="naver/trecdl22-crossencoder-debertav3",
                    help="CrossEncoder path or hub id; empty: no reranking")
