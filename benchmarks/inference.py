@@ -148,7 +148,6 @@ def main(argv=None):
                 t_comp = seconds_per_query(lambda: compressed(generator, compressor, config, b, k, args), b, device,
                                            args.repeats)
                 print(f"{k:>4} {n:>6} {b:>5} {t_full * 1e3:>9.2f} {t_comp * 1e3:>9.2f} {t_full / t_comp:>8.2f}")
-        del generator, compressor
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training entry point for the DeepSpeed launcher and torchrun.
 
-    deepspeed --num_gpus 8 launchers/train_gpu.py --config configs/mistral7b.yaml --deepspeed_config ds_configs/zero2.json
+    deepspeed --num_gpus 8 launchers/train_gpu.py --config my.yaml --deepspeed_config ds_configs/zero2.json
     torchrun --nproc_per_node 8 launchers/train_gpu.py --config ... --train.micro_batch_size=4
 Every `--section.field=value` overrides the config file.
 """

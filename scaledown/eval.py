@@ -83,7 +83,8 @@ JUDGE_PROMPT = (
 
 
 @torch.no_grad()
-def judge_answers(judge_path: str, records: list[Record], predictions: list[str], max_new_tokens: int = 4) -> list[float]:
+def judge_answers(judge_path: str, records: list[Record], predictions: list[str],
+                  max_new_tokens: int = 4) -> list[float]:
     """An LLM judge (a local causal LM with a chat template) scoring each prediction 1 / 0.5 / 0."""
     from scaledown.models.generator import load_causal_lm, load_tokenizer
 

@@ -71,7 +71,8 @@ def test_sampler_global_batches_do_not_depend_on_world_size():
     two = [list(ShardedSampler(50, 8, r, 2, seed=3)) for r in range(2)]
     assert len(one) == 48 and sorted(one) == sorted(two[0] + two[1])
     for step in range(6):
-        assert set(one[step * 8:(step + 1) * 8]) == set(two[0][step * 4:(step + 1) * 4] + two[1][step * 4:(step + 1) * 4])
+        window = slice(step * 4, (step + 1) * 4)
+        assert set(one[step * 8:(step + 1) * 8]) == set(two[0][window] + two[1][window])
     resumed = ShardedSampler(50, 8, 1, 2, seed=3)
     resumed.set_position(0, 12)
     assert list(resumed) == two[1][12:]

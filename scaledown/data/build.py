@@ -138,7 +138,8 @@ def build(args) -> dict | None:
         tokenizer = load_tokenizer(args.tokenizer or args.teacher, args.trust_remote_code)
         passages = chunk_passages(read_corpus(args.corpus, problems, args.corpus_format), tokenizer,
                                   args.passage_tokens)
-        build_index(passages, encoder, index_dir, args.shard_size, rank, world, progress=rank == 0)
+        build_index(passages, encoder, index_dir, args.shard_size, rank, world,
+                    progress=rank == 0 and not args.quiet)
         barrier()
         if rank == 0:
             atomic_write(index_dir / "COMPLETE", json.dumps({"bad_corpus_lines": problems.counts.get("bad_line", 0)}))

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
