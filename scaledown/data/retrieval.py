@@ -14,7 +14,6 @@ split over the build's ranks.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -85,7 +84,7 @@ class SparseIndex:
         shards = sorted(folder.glob("shard-[0-9][0-9][0-9][0-9][0-9].npz"))
         if not shards:
             raise FileNotFoundError(f"{folder}: no index shards (shard-NNNNN.npz)")
-        self.matrices = [sp.load_npz(s).tocsr() for s in shards]
+        matrices = [sp.load_npz(s).tocsr() for s in shards]
         self.passages: list[dict] = []
         self.offsets = []
         for s in shards:
@@ -93,7 +92,7 @@ class SparseIndex:
             with open(s.with_suffix(".jsonl"), encoding="utf-8") as f:
                 self.passages += [json.loads(line) for line in f]
         # One matrix for search: scipy's sparse product over it equals the shard-by-shard result.
-        self.matrix = sp.vstack(self.matrices, format="csr")
+        self.matrix = sp.vstack(matrices, format="csr")
         self.matrix_t = self.matrix.T.tocsr()  # terms x passages: the inverted index
 
     def __len__(self) -> int:
@@ -120,6 +119,3 @@ def dense_scores(matrix: sp.csr_matrix, query: np.ndarray) -> np.ndarray:
     """Brute force over a dense [passages x vocab] matrix: the reference (and the baseline benchmarked)."""
     return matrix.toarray() @ query
 
-
-def world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
