@@ -157,7 +157,7 @@ class EngineConfig:
     `neuron` (neuronx-distributed on Trainium)."""
     deepspeed_config: str = "ds_configs/zero2.json"
     """DeepSpeed JSON; its "auto" fields are filled from this config, explicit values must agree."""
-    neuron_config: str = "neuron_configs/tp8_lora.yaml"
+    neuron_config: str = "neuron_configs/tp1_lora.yaml"
     tensor_parallel_size: int = 1
     """Tensor-parallel degree (neuron backend only)."""
 

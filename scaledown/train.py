@@ -53,7 +53,7 @@ def build_engine(cfg: Config) -> Engine:
         kwargs = {"config": cfg.engine.deepspeed_config, "dtype": cfg.model.dtype}
     elif cfg.engine.backend == "neuron":
         kwargs = {"config": cfg.engine.neuron_config, "tensor_parallel_size": cfg.engine.tensor_parallel_size,
-                  "dtype": cfg.model.dtype}
+                  "dtype": cfg.model.dtype, "generator": cfg.model.generator}
     return make_engine(cfg.engine.backend, cfg.train.global_batch_size, cfg.train.micro_batch_size, **kwargs)
 
 
@@ -100,8 +100,7 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -
 def train(cfg: Config) -> dict:
     engine = build_engine(cfg)
     engine.setup()
-    print(f"rank {engine.rank}/{engine.world_size} (data-parallel {engine.dp_rank}/{engine.dp_size}) on "
-          f"{socket.gethostname()}, engine {engine.name}", flush=True)
+    print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)

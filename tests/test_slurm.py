@@ -81,3 +81,34 @@ def test_two_node_dataset_build(slurm, tmp_path):
     stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     assert stats["records"] == 24 and stats["failures"] == 0
     assert len(list((tmp_path / "data" / "chunks").glob("chunk-*.jsonl"))) == 6
+
+
+def test_trn1_script_passes_node_ranks_and_neuron_environment(slurm, tmp_path):
+    """slurm/train_trn1.sh under real Slurm, torchrun and neuron_parallel_compile replaced by recording stand-ins
+    (the Neuron SDK cannot be installed here): the exact arguments and environment on node 0 and node 1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("torchrun", "neuron_parallel_compile"):
+        (bin_dir / tool).write_text(
+            "#!/usr/bin/env bash\n"
+            f'out={tmp_path}/{tool}-node$SLURM_NODEID.txt\n'
+            'printf "%s\\n" "$@" > "$out"\n'
+            'echo "ENV NEURON_CC_FLAGS=$NEURON_CC_FLAGS FI_PROVIDER=$FI_PROVIDER '
+            'NEURON_RT_NUM_CORES=$NEURON_RT_NUM_CORES" >> "$out"\n')
+        (bin_dir / tool).chmod(0o755)
+    env = cpu_env(SLURM_CONF=slurm, PATH=f"{bin_dir}:{os.environ['PATH']}", PRECOMPILE="1",
+                  NEURON_CACHE=str(tmp_path / "cache"), MASTER_PORT="23456")
+    job = subprocess.run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/job.out",
+                          str(ROOT / "slurm" / "train_trn1.sh"), "--config", "my run.yaml"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr + (tmp_path / "job.out").read_text()
+    for node in (0, 1):
+        run = (tmp_path / f"torchrun-node{node}.txt").read_text().splitlines()
+        assert run[:12] == ["--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "32", "--master_addr",
+                            "node1", "--master_port", "23456", "launchers/train_trn1.py", "--config"]
+        assert run[12] == "my run.yaml"  # arguments with spaces survive
+        assert run[13] == f"ENV NEURON_CC_FLAGS=--auto-cast=none --cache_dir={tmp_path}/cache FI_PROVIDER=efa " \
+                          "NEURON_RT_NUM_CORES=32"
+        pre = (tmp_path / f"neuron_parallel_compile-node{node}.txt").read_text().splitlines()
+        assert pre[0] == "torchrun" and pre[1:4] == ["--nnodes", "2", "--node_rank"] and pre[4] == str(node)
+        assert pre[-2] == "--train.max_steps=10"

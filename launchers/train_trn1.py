@@ -1,0 +1,21 @@
+"""Training entry point on AWS Trn1 (neuronx-distributed), started by torchrun (see slurm/train_trn1.sh).
+
+    torchrun --nproc_per_node 32 launchers/train_trn1.py --config my.yaml \\
+        --engine.neuron_config=neuron_configs/tp1_lora.yaml
+NOT YET RUN ON TRAINIUM: see the README's table of what is verified where.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# bf16 comes from the model's dtype; keep the compiler from down-casting fp32 matmuls on its own.
+os.environ.setdefault("NEURON_CC_FLAGS", "--auto-cast=none")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from scaledown.train import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["--engine.backend=neuron", *sys.argv[1:]])

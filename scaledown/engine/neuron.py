@@ -1,0 +1,191 @@
+"""neuronx-distributed (NxD) on AWS Trainium behind the Engine interface. NOT YET RUN ON TRAINIUM.
+
+The Neuron SDK (torch-neuronx, torch-xla, neuronx-distributed; last training stack: SDK 2.28/2.29 with torch 2.9)
+is imported lazily, inside the methods that need it. What runs anywhere: reading `neuron_configs/*.yaml` (one
+key per argument of `neuronx_distributed_config`), the parallel-size arithmetic and the refusals, tested on CPU.
+Still open (see the README): the tensor-parallel model builder, so this backend runs tensor_parallel_size=1
+(data parallelism over NeuronCores) only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from scaledown.config import ConfigError
+from scaledown.engine.base import BatchPlan, Engine
+
+# The arguments of neuronx_distributed.trainer.neuronx_distributed_config that a config file may set.
+NXD_KEYS = {"tensor_parallel_size", "pipeline_parallel_size", "sequence_parallel", "pad_model", "optimizer_config",
+            "mixed_precision_config", "activation_checkpoint_config", "model_init_config"}
+OPTIMIZER_KEYS = {"zero_one_enabled", "grad_clipping", "max_grad_norm"}
+
+
+def resolve_nxd_config(source: str | Path | dict, world_size: int, max_grad_norm: float, num_heads: int,
+                       num_kv_heads: int, lora: bool = True) -> dict:
+    """Keyword arguments for `neuronx_distributed_config`, checked against the run; ConfigError names every number."""
+    where = "<neuron config>" if isinstance(source, dict) else str(source)
+    cfg = dict(source) if isinstance(source, dict) else (yaml.safe_load(Path(source).read_text()) or {})
+    unknown = set(cfg) - NXD_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected arguments of "
+                          f"neuronx_distributed_config: {sorted(NXD_KEYS)}")
+    tp = int(cfg.get("tensor_parallel_size", 1))
+    pp = int(cfg.get("pipeline_parallel_size", 1))
+    if pp != 1:
+        raise ConfigError(f"{where}: pipeline_parallel_size={pp}: ScaleDown uses tensor and data parallelism only")
+    if tp < 1 or world_size % tp:
+        raise ConfigError(f"{where}: tensor_parallel_size={tp} does not divide the world size {world_size} "
+                          f"(data-parallel size = world / tensor-parallel must be whole)")
+    if num_heads % tp:
+        raise ConfigError(f"{where}: tensor_parallel_size={tp} does not divide the {num_heads} attention heads")
+    if num_kv_heads % tp and tp % num_kv_heads:
+        raise ConfigError(f"{where}: tensor_parallel_size={tp} and {num_kv_heads} key/value heads: one must divide "
+                          f"the other (KV heads are split, or replicated across tensor-parallel ranks)")
+    optimizer = dict(cfg.get("optimizer_config") or {})
+    unknown = set(optimizer) - OPTIMIZER_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: optimizer_config: unknown key(s) {sorted(unknown)}")
+    if optimizer.get("zero_one_enabled") and lora:
+        raise ConfigError(f"{where}: optimizer_config.zero_one_enabled=true with LoRA: neuronx-distributed does not "
+                          f"support LoRA together with ZeRO-1; set zero_one_enabled: false")
+    if optimizer.setdefault("max_grad_norm", max_grad_norm) != max_grad_norm:
+        raise ConfigError(f"{where}: optimizer_config.max_grad_norm={optimizer['max_grad_norm']} disagrees with "
+                          f"optim.max_grad_norm={max_grad_norm}")
+    optimizer.setdefault("grad_clipping", max_grad_norm > 0)
+    optimizer.setdefault("zero_one_enabled", False)
+    cfg["optimizer_config"] = optimizer
+    cfg["tensor_parallel_size"], cfg["pipeline_parallel_size"] = tp, pp
+    return cfg
+
+
+def _require_sdk():
+    try:
+        import neuronx_distributed  # noqa: F401
+        import torch_xla.core.xla_model as xm
+    except ImportError as err:
+        raise RuntimeError("engine.backend=neuron needs the Neuron SDK (torch-neuronx, torch-xla, "
+                           "neuronx-distributed) from the AWS Neuron repository; it is not on PyPI") from err
+    return xm
+
+
+class NeuronEngine(Engine):
+    name = "neuron"
+
+    def __init__(self, global_batch_size: int, micro_batch_size: int, config: str | Path | dict = "",
+                 tensor_parallel_size: int = 1, dtype: str = "bfloat16", generator: str = ""):
+        super().__init__(global_batch_size, micro_batch_size)
+        self.config_source, self.dtype, self.generator = config, dtype, generator
+        self.tensor_parallel_size = tensor_parallel_size
+        self._micro = 0
+
+    def setup(self) -> None:
+        self.xm = _require_sdk()
+        import torch_xla.distributed.xla_backend  # noqa: F401  registers the "xla" process-group backend
+
+        torch.distributed.init_process_group("xla")
+
+    @property
+    def world_size(self) -> int:
+        return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+    @property
+    def dp_rank(self) -> int:
+        from neuronx_distributed.parallel_layers import parallel_state
+
+        return parallel_state.get_data_parallel_rank()
+
+    @property
+    def dp_size(self) -> int:
+        from neuronx_distributed.parallel_layers import parallel_state
+
+        return parallel_state.get_data_parallel_size()
+
+    @property
+    def device(self) -> torch.device:
+        return self.xm.xla_device()
+
+    def prepare(self, model_fn, param_groups_fn, lr_lambda, max_grad_norm):
+        from neuronx_distributed.trainer import (initialize_parallel_model, initialize_parallel_optimizer,
+                                                 neuronx_distributed_config)
+        from transformers import AutoConfig
+
+        model = None
+
+        def build():  # NxD calls this itself (on the meta device when asked to)
+            nonlocal model
+            model = model_fn()
+            return model
+
+        source = self.config_source
+        raw = dict(source) if isinstance(source, dict) else dict(yaml.safe_load(Path(source).read_text()) or {})
+        # Parallel sizes are checked before any weights load: head counts come from the generator's config.
+        gcfg = AutoConfig.from_pretrained(self.generator)
+        kv = getattr(gcfg, "num_key_value_heads", None) or gcfg.num_attention_heads
+        kwargs = resolve_nxd_config(raw, self.world_size, max_grad_norm, gcfg.num_attention_heads, kv)
+        if kwargs["tensor_parallel_size"] != self.tensor_parallel_size:
+            raise ConfigError(f"{source}: tensor_parallel_size={kwargs['tensor_parallel_size']} disagrees with "
+                              f"engine.tensor_parallel_size={self.tensor_parallel_size}")
+        if kwargs["tensor_parallel_size"] != 1:
+            raise ConfigError("tensor_parallel_size > 1 needs the tensor-parallel model builder, not written yet: "
+                              "use neuron_configs/tp1_lora.yaml")
+        nxd_config = neuronx_distributed_config(**kwargs)
+        self.batch = BatchPlan(self.global_batch_size, self.micro_batch_size, self.dp_size)
+        self.nxd_model = initialize_parallel_model(nxd_config, build)
+        self.model = model
+        groups = param_groups_fn(model)
+        self.optimizer = initialize_parallel_optimizer(
+            nxd_config, torch.optim.AdamW,
+            [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay} for g in groups])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        return self.nxd_model
+
+    def backward(self, loss):
+        (loss / self.batch.accumulation).backward()
+
+    def step(self) -> bool:
+        self._micro += 1
+        if self._micro % self.batch.accumulation:
+            return False
+        self.optimizer.step()  # NxDOptimizer: gradient all-reduce over data-parallel ranks and clipping
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def mark_step(self) -> None:
+        self.xm.mark_step()
+
+    def grad_norm(self):
+        norm = getattr(self.optimizer, "grad_norm", None)
+        return None if norm is None else float(norm)
+
+    def lrs(self):
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    @property
+    def comm_device(self) -> torch.device:
+        return self.device
+
+    def save_checkpoint(self, folder: Path) -> None:
+        from neuronx_distributed.trainer import save_checkpoint
+
+        save_checkpoint(str(folder), tag="nxd", model=self.nxd_model, optimizer=self.optimizer,
+                        scheduler=self.scheduler)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        from neuronx_distributed.trainer import load_checkpoint
+
+        load_checkpoint(str(folder), tag="nxd", model=self.nxd_model, optimizer=self.optimizer,
+                        scheduler=self.scheduler)
+
+    def export(self, folder: Path) -> None:
+        self.xm.mark_step()
+        if self.is_main:  # tensor_parallel_size=1: every rank holds the whole model
+            self.model.save_pretrained(folder)
+        self.xm.rendezvous("scaledown export")
