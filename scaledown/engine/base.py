@@ -64,6 +64,7 @@ class Engine(ABC):
         self.micro_batch_size = micro_batch_size
         self.batch: BatchPlan | None = None  # set by setup(), once the data-parallel size is known
         self.model: nn.Module | None = None
+        self._micro = 0
 
     # ---- distributed set-up -------------------------------------------------------------------------------
     @abstractmethod
@@ -72,10 +73,14 @@ class Engine(ABC):
 
     @property
     def rank(self) -> int:
+        if torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
         return int(os.environ.get("RANK", 0))
 
     @property
     def world_size(self) -> int:
+        if torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
         return int(os.environ.get("WORLD_SIZE", 1))
 
     @property
@@ -123,6 +128,11 @@ class Engine(ABC):
     @abstractmethod
     def lrs(self) -> list[float]:
         """Current learning rate of each parameter group."""
+
+    def _window_done(self) -> bool:
+        """Count a micro-step; True at the end of an accumulation window (for engines that accumulate themselves)."""
+        self._micro += 1
+        return self._micro % self.batch.accumulation == 0
 
     def mark_step(self) -> None:
         """End of an optimizer step: a no-op except on XLA devices."""

@@ -73,14 +73,6 @@ class DeepSpeedEngine(Engine):
         self.batch = BatchPlan(self.global_batch_size, self.micro_batch_size, self.dp_size)
 
     @property
-    def world_size(self) -> int:
-        return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-
-    @property
-    def rank(self) -> int:
-        return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-
-    @property
     def device(self) -> torch.device:
         from deepspeed.accelerator import get_accelerator
 

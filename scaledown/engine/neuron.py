@@ -79,21 +79,12 @@ class NeuronEngine(Engine):
         super().__init__(global_batch_size, micro_batch_size)
         self.config_source, self.dtype, self.generator = config, dtype, generator
         self.tensor_parallel_size = tensor_parallel_size
-        self._micro = 0
 
     def setup(self) -> None:
         self.xm = _require_sdk()
         import torch_xla.distributed.xla_backend  # noqa: F401  registers the "xla" process-group backend
 
         torch.distributed.init_process_group("xla")
-
-    @property
-    def world_size(self) -> int:
-        return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-
-    @property
-    def rank(self) -> int:
-        return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
     @property
     def dp_rank(self) -> int:
@@ -150,8 +141,7 @@ class NeuronEngine(Engine):
         (loss / self.batch.accumulation).backward()
 
     def step(self) -> bool:
-        self._micro += 1
-        if self._micro % self.batch.accumulation:
+        if not self._window_done():
             return False
         self.optimizer.step()  # NxDOptimizer: gradient all-reduce over data-parallel ranks and clipping
         self.scheduler.step()

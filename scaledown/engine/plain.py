@@ -16,7 +16,6 @@ class TorchEngine(Engine):
         if self.world_size != 1:
             raise RuntimeError(f"the torch engine runs one process; WORLD_SIZE={self.world_size}: use deepspeed")
         self.batch = BatchPlan(self.global_batch_size, self.micro_batch_size, 1)
-        self._micro = 0
         self._norm = None
 
     def prepare(self, model_fn, param_groups_fn, lr_lambda, max_grad_norm):
@@ -33,8 +32,7 @@ class TorchEngine(Engine):
         (loss / self.batch.accumulation).backward()
 
     def step(self) -> bool:
-        self._micro += 1
-        if self._micro % self.batch.accumulation:
+        if not self._window_done():
             return False
         self._norm = torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()
