@@ -47,8 +47,7 @@ def records(n: int, docs: int) -> list[Record]:
 
 
 def ds_config(stage: int) -> dict:
-    cfg = json.loads((ROOT / "ds_configs" / f"zero{stage}.json").read_text())
-    return cfg
+    return json.loads((ROOT / "ds_configs" / f"zero{stage}.json").read_text())
 
 
 def measure(args, layers: int, micro: int, stage: int, tokenizer) -> dict:
@@ -69,8 +68,8 @@ def measure(args, layers: int, micro: int, stage: int, tokenizer) -> dict:
 
     model = engine.prepare(model_fn, groups, lr_schedule(10_000, 0.05), 1.0)
     collate = engine.model.collator(num_documents=args.docs)
-    batches = [collate(records(micro, args.docs)) for _ in range(2)]
-    it = iter(lambda: batches[0], None)
+    batch = collate(records(micro, args.docs))
+    it = iter(lambda: batch, None)  # the same batch forever: data loading is not what is measured
     meter = Meter(FlopModel.of(engine.model), device_peak_tflops(engine.device, args.peak_tflops), engine.device)
     for _ in range(args.warmup):
         train_step(model, engine, it, meter)

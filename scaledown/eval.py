@@ -131,22 +131,13 @@ def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_
 def generate_uncompressed(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
     """The baseline: the base generator (LoRA off) with the full documents as text in the same prompt shape."""
     from scaledown.data.collate import generator_messages
+    from scaledown.data.teacher import greedy_answers
 
-    tok, cfg = model.tokenizer, model.config
-    lm = model.generator
-    predictions = []
-    with lm.disable_adapter():
-        for i in range(0, len(records), batch_size):
-            chunk = records[i:i + batch_size]
-            prompts = [tok.apply_chat_template(generator_messages(cfg.instruction, r.query, r.documents),
-                                               tokenize=False, add_generation_prompt=True) for r in chunk]
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(lm.device) for k, v in enc.items()}
-            out = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                              top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            predictions += [t.strip() for t in
-                            tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
-    return predictions
+    tok = model.tokenizer
+    prompts = [tok.apply_chat_template(generator_messages(model.config.instruction, r.query, r.documents),
+                                       tokenize=False, add_generation_prompt=True) for r in records]
+    with model.generator.disable_adapter():
+        return greedy_answers(model.generator, tok, prompts, max_new_tokens, batch_size)
 
 
 def main(argv=None):

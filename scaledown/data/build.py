@@ -26,17 +26,12 @@ from tqdm import tqdm
 from scaledown.config import ModelConfig
 from scaledown.data.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
 from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
+from scaledown.data.schema import atomic_write, write_jsonl
 
 
 def barrier():
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, teacher, args) -> list[dict]:
@@ -99,8 +94,8 @@ def merge(out: Path, query_ids: list[str], problems: Problems) -> dict:
         raise RuntimeError(f"merge: {len(missing)} queries missing (e.g. {missing[:5]}), {len(extra)} unknown")
     records = [seen[q] for q in query_ids if "failed" not in seen[q]]
     failures = [seen[q] for q in query_ids if "failed" in seen[q]]
-    atomic_write(out / "dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    atomic_write(out / "failures.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in failures))
+    write_jsonl(records, out / "dataset.jsonl")
+    write_jsonl(failures, out / "failures.jsonl")
     try:
         import datasets
 
@@ -176,7 +171,7 @@ def build(args) -> dict | None:
             skipped += 1
             continue
         lines = process_chunk(chunks[j], encoder, index, reranker, teacher, args)
-        atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+        write_jsonl(lines, path)
         done += 1
         manifest = out / f"manifest-rank{rank:05d}.json"
         finished = json.loads(manifest.read_text()) if manifest.exists() else []

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from scaledown.data.corpus import Passage
+from scaledown.data.schema import document_text
 
 
 def to_csr(vectors: torch.Tensor, vocab_size: int | None = None) -> sp.csr_matrix:
@@ -64,7 +65,7 @@ def build_index(passages: Iterable[Passage], encoder, out_dir: str | Path, shard
         matrix_file, text_file = out / f"shard-{shard:05d}.npz", out / f"shard-{shard:05d}.jsonl"
         if shard % world_size != rank or (matrix_file.exists() and text_file.exists()):
             continue
-        vectors = encoder.encode_document([f"{p.title}\n{p.text}" if p.title else p.text for p in chunk],
+        vectors = encoder.encode_document([document_text(p.as_document()) for p in chunk],
                                           batch_size=batch_size, show_progress_bar=progress)
         tmp_text = text_file.with_name(text_file.name + ".tmp")
         tmp_text.write_text("".join(json.dumps(p.as_document(), ensure_ascii=False) + "\n" for p in chunk))

@@ -130,11 +130,14 @@ def load_records(path: str | Path, require_answer: bool = True) -> list[Record]:
     return records
 
 
-def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Write records atomically: a temporary name, then a rename."""
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write under a temporary name, then rename: a reader never sees a half-written file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:
+    """One JSON object per line, written atomically."""
+    atomic_write(path, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))

@@ -10,6 +10,24 @@ from __future__ import annotations
 import torch
 
 from scaledown.data.collate import generator_messages
+from scaledown.data.schema import document_text
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers to chat-templated prompts, batched with left padding, shortest prompts batched together."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        for i, text in zip(idx, texts):
+            answers[i] = text.strip()
+    return answers
 
 
 class CrossEncoderReranker:
@@ -21,8 +39,7 @@ class CrossEncoderReranker:
         self.model = CrossEncoder(name_or_path, device=device, trust_remote_code=trust_remote_code)
 
     def rerank(self, query: str, passages: list[dict], top_n: int) -> tuple[list[dict], list[float]]:
-        texts = [f"{p['title']}\n{p['text']}" if p.get("title") else p["text"] for p in passages]
-        scores = self.model.predict([(query, t) for t in texts], show_progress_bar=False)
+        scores = self.model.predict([(query, document_text(p)) for p in passages], show_progress_bar=False)
         order = sorted(range(len(passages)), key=lambda i: (-float(scores[i]), i))[:top_n]
         return [passages[i] for i in order], [float(scores[i]) for i in order]
 
@@ -41,27 +58,13 @@ class HFTeacher:
         self.instruction, self.max_new_tokens, self.batch_size = instruction, max_new_tokens, batch_size
 
     def prompt(self, query: str, documents: list[dict]) -> str:
-        background = [f"{d['title']}\n{d['text']}" if d.get("title") else d["text"] for d in documents]
+        background = [document_text(d) for d in documents]
         return self.tokenizer.apply_chat_template(generator_messages(self.instruction, query, background),
                                                   tokenize=False, add_generation_prompt=True)
 
-    @torch.no_grad()
     def answer(self, items: list[tuple[str, list[dict]]]) -> list[str]:
         prompts = [self.prompt(q, docs) for q, docs in items]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        answers: list[str] = [""] * len(prompts)
-        tok = self.tokenizer
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(self.model.device) for k, v in enc.items()}
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, temperature=None,
-                                      top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
-                                      eos_token_id=tok.eos_token_id)
-            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(idx, texts):
-                answers[i] = text.strip()
-        return answers
+        return greedy_answers(self.model, self.tokenizer, prompts, self.max_new_tokens, self.batch_size)
 
 
 class VLLMTeacher(HFTeacher):

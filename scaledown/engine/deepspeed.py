@@ -8,6 +8,7 @@ model) and the LR schedule come from the trainer, so the JSON must not define it
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ def resolve_ds_config(source: str | Path | dict, batch: BatchPlan, max_grad_norm
     """Fill the "auto" fields of a DeepSpeed config; raise ConfigError on values that disagree."""
     where = str(source) if not isinstance(source, dict) else "<deepspeed config>"
     if isinstance(source, dict):
-        cfg = json.loads(json.dumps(source))
+        cfg = copy.deepcopy(source)
     else:
         try:
             cfg = json.loads(Path(source).read_text())

@@ -114,15 +114,13 @@ class NeuronEngine(Engine):
             model = model_fn()
             return model
 
-        source = self.config_source
-        raw = dict(source) if isinstance(source, dict) else dict(yaml.safe_load(Path(source).read_text()) or {})
         # Parallel sizes are checked before any weights load: head counts come from the generator's config.
         gcfg = AutoConfig.from_pretrained(self.generator)
         kv = getattr(gcfg, "num_key_value_heads", None) or gcfg.num_attention_heads
-        kwargs = resolve_nxd_config(raw, self.world_size, max_grad_norm, gcfg.num_attention_heads, kv)
+        kwargs = resolve_nxd_config(self.config_source, self.world_size, max_grad_norm, gcfg.num_attention_heads, kv)
         if kwargs["tensor_parallel_size"] != self.tensor_parallel_size:
-            raise ConfigError(f"{source}: tensor_parallel_size={kwargs['tensor_parallel_size']} disagrees with "
-                              f"engine.tensor_parallel_size={self.tensor_parallel_size}")
+            raise ConfigError(f"{self.config_source}: tensor_parallel_size={kwargs['tensor_parallel_size']} "
+                              f"disagrees with engine.tensor_parallel_size={self.tensor_parallel_size}")
         if kwargs["tensor_parallel_size"] != 1:
             raise ConfigError("tensor_parallel_size > 1 needs the tensor-parallel model builder, not written yet: "
                               "use neuron_configs/tp1_lora.yaml")
@@ -157,10 +155,6 @@ class NeuronEngine(Engine):
 
     def lrs(self):
         return [g["lr"] for g in self.optimizer.param_groups]
-
-    @property
-    def comm_device(self) -> torch.device:
-        return self.device
 
     def save_checkpoint(self, folder: Path) -> None:
         from neuronx_distributed.trainer import save_checkpoint

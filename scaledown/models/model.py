@@ -158,8 +158,8 @@ class ScaleDownModel(nn.Module):
         return self.generate([query], [documents], **kwargs)[0]
 
     # ---- persistence --------------------------------------------------------------------------------------
-    def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Everything training changes, by file: compressor, added embedding rows, rerank head."""
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """What training changes besides the compressor and LoRA: added embedding rows, the rerank head."""
         lm = self.generator.get_base_model()
         extra = {"input_rows": lm.get_input_embeddings().weight[self.base_vocab_size:]}
         out_emb = lm.get_output_embeddings()
@@ -167,7 +167,7 @@ class ScaleDownModel(nn.Module):
             extra["output_rows"] = out_emb.weight[self.base_vocab_size:]
         if self.rerank_head is not None:
             extra.update({f"rerank_head.{k}": v for k, v in self.rerank_head.state_dict().items()})
-        return {"extra": {k: v.detach().contiguous().cpu() for k, v in extra.items()}}
+        return {k: v.detach().contiguous().cpu() for k, v in extra.items()}
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -179,7 +179,7 @@ class ScaleDownModel(nn.Module):
         # Clone: engines hand out parameters that are views into flat buffers, which safetensors refuses.
         compressor = {k: v.detach().cpu().clone() for k, v in self.compressor.state_dict().items()}
         save_file(compressor, str(path / "compressor.safetensors"))
-        save_file(self.trainable_state()["extra"], str(path / "extra.safetensors"))
+        save_file(self.extra_state(), str(path / "extra.safetensors"))
         # The added embedding rows are in extra.safetensors: keep peft from saving whole embedding matrices.
         self.generator.save_pretrained(str(path / "adapter"), save_embedding_layers=False)
         self.tokenizer.save_pretrained(str(path / "tokenizer"))

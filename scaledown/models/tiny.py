@@ -76,19 +76,17 @@ def make_tiny_encoder(path: str | Path, hidden_size: int = 48, num_layers: int =
     """Write a random-init BERT encoder (a stand-in for ModernBERT) and a tokenizer to `path`."""
     path = Path(path)
     tokenizer = make_tiny_tokenizer(vocab_size)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                        num_attention_heads=num_heads, intermediate_size=2 * hidden_size,
-                        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    config = _tiny_bert_config(tokenizer, hidden_size, num_layers, num_heads)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def _tiny_bert_config(tokenizer, hidden_size: int = 32) -> BertConfig:
-    return BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=2 * hidden_size, max_position_embeddings=512,
-                      pad_token_id=tokenizer.pad_token_id)
+def _tiny_bert_config(tokenizer, hidden_size: int = 32, num_layers: int = 1, num_heads: int = 2) -> BertConfig:
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                      num_attention_heads=num_heads, intermediate_size=2 * hidden_size,
+                      max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
 
 
 def make_tiny_splade(path: str | Path, seed: int = 0) -> Path:
