@@ -1,7 +1,7 @@
 """Training entry point on AWS Trn1 (neuronx-distributed), started by torchrun (see slurm/train_trn1.sh).
 
-    torchrun --nproc_per_node 32 launchers/train_trn1.py --config my.yaml \\
-        --engine.neuron_config=neuron_configs/tp1_lora.yaml
+    torchrun --nproc_per_node 32 launchers/train_trn1.py --config configs/trn1_mistral7b_tp8.yaml
+configs/trn1_mistral7b_tp8.yaml is the recipe: TP 8, fp32 weights with bf16 autocast.
 NOT YET RUN ON TRAINIUM: see the README's table of what is verified where.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# bf16 comes from the model's dtype; keep the compiler from down-casting fp32 matmuls on its own.
+# bf16 comes from torch.autocast; keep the compiler from down-casting the remaining fp32 matmuls on its own.
 os.environ.setdefault("NEURON_CC_FLAGS", "--auto-cast=none")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

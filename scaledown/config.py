@@ -160,12 +160,23 @@ class EngineConfig:
     neuron_config: str = "neuron_configs/tp1_lora.yaml"
     tensor_parallel_size: int = 1
     """Tensor-parallel degree (neuron backend only)."""
+    autocast: str = ""
+    """`bfloat16`: forward passes under `torch.autocast` with fp32 weights (the Trainium recipe: model.dtype
+    float32). Not with deepspeed, whose JSON sets the precision."""
 
     def __post_init__(self):
         if self.backend not in ("deepspeed", "torch", "neuron"):
             raise ConfigError(f"engine.backend={self.backend!r}: expected deepspeed, torch or neuron")
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: must be >= 1")
+        if self.autocast not in ("", "bfloat16", "float16"):
+            raise ConfigError(f"engine.autocast={self.autocast!r}: expected bfloat16, float16 or empty (off)")
+        if self.autocast and self.backend == "deepspeed":
+            raise ConfigError("engine.autocast is for the torch and neuron engines: DeepSpeed takes its precision "
+                              f"from its JSON ({self.deepspeed_config}: bf16.enabled)")
+        if self.tensor_parallel_size > 1 and self.backend != "neuron":
+            raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: tensor parallelism is "
+                              f"implemented by the neuron backend only (engine.backend={self.backend})")
 
 
 @dataclass

@@ -16,15 +16,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from scaledown.models.compressor import NLayersCompressor
+
 # Dense bf16 peak per device, TFLOP/s.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "trn1": 190.0}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+TRN1_NEURONCORE_TFLOPS = 95.0  # a Trainium chip (190 bf16 TFLOP/s) has 2 NeuronCores; one process drives one
+
+
+def _is_linear(m: nn.Module) -> bool:
+    """nn.Linear, or a tensor-parallel linear (NxD's Column/RowParallelLinear: input_size, output_size)."""
+    return isinstance(m, nn.Linear) or (hasattr(m, "input_size") and hasattr(m, "output_size")
+                                        and isinstance(getattr(m, "weight", None), torch.Tensor))
 
 
 def linear_params(module: nn.Module, trainable: bool | None = None) -> int:
-    """Entries of the matrices of every nn.Linear in `module` (LoRA's A and B included); embeddings excluded."""
+    """Entries of this device's matrices of every linear layer in `module` (LoRA's A and B included; a
+    tensor-parallel layer counts its split); embeddings excluded."""
     total = 0
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if _is_linear(m):
             p = m.weight
             if trainable is None or p.requires_grad == trainable:
                 # ZeRO-3 leaves an empty shard in p; ds_numel is the full size.
@@ -45,15 +55,18 @@ class FlopModel:
     gen_width: int
 
     @classmethod
-    def of(cls, model) -> FlopModel:
+    def of(cls, model, tensor_parallel: int = 1) -> FlopModel:
+        """Per device: with tensor parallelism each device holds 1/tp of the heads of the split decoders."""
         comp = model.compressor
         gen = model.generator
         gcfg = gen.get_base_model().config
         ccfg = comp.backbone.config
+        # Only the n-layers compressor is split; an encoder compressor is replicated on every device.
+        comp_split = tensor_parallel if isinstance(comp, NLayersCompressor) else 1
         return cls(comp_trained=linear_params(comp), comp_layers=ccfg.num_hidden_layers,
-                   comp_width=ccfg.hidden_size, gen_frozen=linear_params(gen, trainable=False),
+                   comp_width=ccfg.hidden_size // comp_split, gen_frozen=linear_params(gen, trainable=False),
                    gen_lora=linear_params(gen, trainable=True), gen_layers=gcfg.num_hidden_layers,
-                   gen_width=gcfg.hidden_size)
+                   gen_width=gcfg.hidden_size // tensor_parallel)
 
     def train_flops(self, comp_tokens: int, comp_context: float, gen_tokens: int, gen_context: float) -> float:
         """FLOPs of one training step over `*_tokens` tokens with mean attention context `*_context`."""
@@ -84,6 +97,8 @@ def device_peak_tflops(device: torch.device, override: float = 0.0) -> float:
         for key, peak in PEAK_TFLOPS.items():
             if key in name:
                 return peak
+    if device.type == "xla":
+        return TRN1_NEURONCORE_TFLOPS
     return 0.0
 
 

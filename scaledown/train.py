@@ -48,12 +48,12 @@ def param_groups(cfg: Config):
 
 
 def build_engine(cfg: Config) -> Engine:
-    kwargs = {}
+    kwargs = {"autocast": cfg.engine.autocast}
     if cfg.engine.backend == "deepspeed":
         kwargs = {"config": cfg.engine.deepspeed_config, "dtype": cfg.model.dtype}
     elif cfg.engine.backend == "neuron":
-        kwargs = {"config": cfg.engine.neuron_config, "tensor_parallel_size": cfg.engine.tensor_parallel_size,
-                  "dtype": cfg.model.dtype, "generator": cfg.model.generator}
+        kwargs.update(config=cfg.engine.neuron_config, tensor_parallel_size=cfg.engine.tensor_parallel_size,
+                      dtype=cfg.model.dtype, generator=cfg.model.generator)
     return make_engine(cfg.engine.backend, cfg.train.global_batch_size, cfg.train.micro_batch_size, **kwargs)
 
 
@@ -65,13 +65,25 @@ def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.
         batch = next(batches)
         meter.add_batch(batch, time.perf_counter() - start)
         batch = {k: v.to(engine.device, non_blocking=True) for k, v in batch.items()}
-        out = model(**batch)
+        with engine.autocast():
+            out = model(**batch)
         engine.backward(out["loss"])
         engine.step()
         for name, value in out.items():
             sums[name] = sums.get(name, 0) + value.detach()
-    engine.mark_step()
     return {name: value / engine.batch.accumulation for name, value in sums.items()}
+
+
+def log_step(engine: Engine, meter: Meter, tb: TensorBoard, bar, history: list, step: int,
+             losses: dict[str, torch.Tensor]) -> None:
+    # all_reduce and grad_norm read device values (a host sync): logging steps only, after the step ran.
+    logged = engine.all_reduce({**{f"train/{k}": v for k, v in losses.items()}, **meter.summary()})
+    logged.update({"train/grad_norm": engine.grad_norm() or 0.0,
+                   **{f"train/lr_{g}": lr for g, lr in zip(("compressor", "generator"), engine.lrs())}})
+    tb.log(logged, step)
+    history.append({"step": step, **logged})
+    bar.set_postfix(loss=f"{logged['train/loss']:.4f}")
+    meter.reset()
 
 
 def micro_batches(loader: DataLoader, sampler: ShardedSampler):
@@ -132,7 +144,8 @@ def train(cfg: Config) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
     tb = TensorBoard(str(out_dir / "tensorboard"), engine.is_main)
-    meter = Meter(FlopModel.of(engine.model), device_peak_tflops(engine.device), engine.device)
+    meter = Meter(FlopModel.of(engine.model, engine.tensor_parallel_size), device_peak_tflops(engine.device),
+                  engine.device)
     batches = micro_batches(loader, sampler)
     bar = tqdm(total=total_steps, initial=step, disable=not engine.is_main, desc="train", file=sys.stdout)
     history = []
@@ -140,19 +153,15 @@ def train(cfg: Config) -> dict:
         losses = train_step(model, engine, batches, meter)
         step += 1
         bar.update(1)
+        # Logging and checkpointing read the step's results: on XLA they run as closures at the step barrier.
         if step % cfg.train.log_every == 0 or step == total_steps:
-            # all_reduce and grad_norm sync with the device: logging steps only.
-            logged = engine.all_reduce({**{f"train/{k}": v for k, v in losses.items()}, **meter.summary()})
-            logged.update({"train/grad_norm": engine.grad_norm() or 0.0,
-                           **{f"train/lr_{g}": lr for g, lr in zip(("compressor", "generator"), engine.lrs())}})
-            tb.log(logged, step)
-            history.append({"step": step, **logged})
-            bar.set_postfix(loss=f"{logged['train/loss']:.4f}")
-            meter.reset()
+            engine.after_step(log_step, engine, meter, tb, bar, history, step, losses)
+        engine.mark_step()
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records:
             evaluate(engine, eval_records, cfg, step, tb)
         if checkpointer.due(step) or step == total_steps:
-            checkpointer.save(step, {"step": step}, cfg)
+            engine.after_step(checkpointer.save, step, {"step": step}, cfg)
+            engine.mark_step()
     bar.close()
     engine.export(out_dir / "export")
     result = {"steps": step, "history": history, "export": str(out_dir / "export"),

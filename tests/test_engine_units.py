@@ -168,3 +168,27 @@ def test_mfu_is_achieved_flops_over_device_peak():
     summary = meter.summary()
     assert summary["perf/mfu"] == pytest.approx(expected / 10.0 / 1e3, rel=1e-3)
     assert summary["perf/samples_per_s_per_device"] == pytest.approx(0.1, rel=1e-3)
+
+
+def test_autocast_runs_matmuls_in_the_named_dtype_and_is_off_by_default():
+    from scaledown.engine.plain import TorchEngine
+
+    layer, x = nn.Linear(4, 4), torch.ones(2, 4)
+    with TorchEngine(4, 2).autocast():
+        assert layer(x).dtype == torch.float32
+    with TorchEngine(4, 2, autocast="bfloat16").autocast():
+        assert layer(x).dtype == torch.bfloat16
+    assert layer.weight.dtype == torch.float32  # weights stay fp32 for the optimizer
+
+
+def test_flops_of_a_tensor_parallel_split_are_per_device():
+    import nxd_standin
+
+    class Split(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.col = nxd_standin.ColumnParallelLinear(8, 16, bias=False, gather_output=False)
+            self.dense = nn.Linear(8, 4)
+
+    # The split layer counts this device's 16 x 8 entries (tensor-parallel size 1 here) next to nn.Linear's.
+    assert linear_params(Split()) == 16 * 8 + 4 * 8

@@ -30,11 +30,39 @@ def test_bad_parallel_settings_are_refused(cfg, world, heads, kv, needle):
         resolve_nxd_config(cfg, world, 1.0, heads, kv)
 
 
-def test_kv_heads_may_be_replicated_when_fewer_than_tp():
-    assert resolve_nxd_config({"tensor_parallel_size": 16}, 32, 1.0, 32, 8)["tensor_parallel_size"] == 16
+def test_kv_head_replication_and_sequence_parallelism_are_refused():
+    with pytest.raises(ConfigError, match="does not divide the 8 key/value heads"):
+        resolve_nxd_config({"tensor_parallel_size": 16}, 32, 1.0, 32, 8)
+    with pytest.raises(ConfigError, match="sequence_parallel=true"):
+        resolve_nxd_config({"tensor_parallel_size": 8, "sequence_parallel": True}, 32, 1.0, 32, 8)
 
 
 def test_engine_without_the_sdk_says_what_to_install():
     engine = NeuronEngine(128, 4, config={"tensor_parallel_size": 1})
     with pytest.raises(RuntimeError, match="needs the Neuron SDK"):
         engine.setup()
+
+
+def test_trn1_recipe_resolves_on_four_nodes():
+    from scaledown.config import load_config
+    from scaledown.engine.base import BatchPlan
+
+    cfg = load_config(ROOT / "configs" / "trn1_mistral7b_tp8.yaml")
+    assert (cfg.engine.backend, cfg.engine.autocast, cfg.model.dtype) == ("neuron", "bfloat16", "float32")
+    world = 4 * 32
+    nxd = resolve_nxd_config(ROOT / cfg.engine.neuron_config, world, cfg.optim.max_grad_norm, 32, 8)
+    assert nxd["tensor_parallel_size"] == cfg.engine.tensor_parallel_size == 8
+    plan = BatchPlan(cfg.train.global_batch_size, cfg.train.micro_batch_size, world // 8)
+    assert (plan.dp_size, plan.accumulation) == (16, 8)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["--engine.autocast=bfloat16"], "DeepSpeed takes its precision"),
+    (["--engine.backend=torch", "--engine.tensor_parallel_size=2"], "neuron backend only"),
+    (["--engine.backend=torch", "--engine.autocast=fp8"], "expected bfloat16"),
+])
+def test_engine_settings_refused(overrides, needle):
+    from scaledown.config import load_config
+
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, overrides)

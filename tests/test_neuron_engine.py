@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import nxd_standin
 from scaledown.config import ConfigError
 from scaledown.engine.base import ParamGroup
 from scaledown.engine.neuron import NeuronEngine
@@ -25,8 +26,17 @@ def sdk(monkeypatch):
         monkeypatch.setitem(sys.modules, name, mod)
         return mod
 
-    xm = module("torch_xla.core.xla_model", xla_device=lambda: torch.device("cpu"),
-                mark_step=lambda: calls.append("mark_step"), rendezvous=lambda tag: calls.append(f"rendezvous {tag}"))
+    closures = []
+
+    def mark_step():  # torch-xla runs the step closures once the step's graph has executed
+        calls.append("mark_step")
+        while closures:
+            fn, args = closures.pop(0)
+            fn(*args)
+
+    xm = module("torch_xla.core.xla_model", xla_device=lambda: torch.device("cpu"), mark_step=mark_step,
+                add_step_closure=lambda fn, args=(): closures.append((fn, args)),
+                rendezvous=lambda tag: calls.append(f"rendezvous {tag}"))
     module("torch_xla", core=module("torch_xla.core", xla_model=xm))
     module("torch_xla.distributed", xla_backend=module("torch_xla.distributed.xla_backend"))
 
@@ -46,10 +56,14 @@ def sdk(monkeypatch):
                      initialize_parallel_model=init_model, initialize_parallel_optimizer=init_optimizer,
                      save_checkpoint=lambda path, tag, **kw: calls.append(("save_checkpoint", tag, sorted(kw))),
                      load_checkpoint=lambda path, tag, **kw: calls.append(("load_checkpoint", tag, sorted(kw))))
-    state = module("neuronx_distributed.parallel_layers.parallel_state", get_data_parallel_rank=lambda: 3,
-                   get_data_parallel_size=lambda: 4)
-    module("neuronx_distributed", trainer=trainer,
-           parallel_layers=module("neuronx_distributed.parallel_layers", parallel_state=state))
+    # The parallel layers and tensor-parallel state come from the layer stand-in; data-parallel rank 3 of 4.
+    layers = {}
+    nxd_standin.install(layers)
+    for name, mod in layers.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    state = layers["neuronx_distributed.parallel_layers.parallel_state"]
+    state.get_data_parallel_rank, state.get_data_parallel_size = (lambda: 3), (lambda: 4)
+    layers["neuronx_distributed"].trainer = trainer
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: calls.append(f"init {backend}"))
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     return calls
@@ -99,3 +113,34 @@ def test_refusals_happen_before_the_model_is_built(sdk, tiny_generator, monkeypa
         with pytest.raises(ConfigError, match=needle):
             engine.prepare(lambda: built.append(1), groups, lambda step: 1.0, 1.0)
     assert built == []
+
+
+def test_logging_waits_for_the_step_barrier(sdk, tiny_generator):
+    engine = NeuronEngine(8, 1, config={"tensor_parallel_size": 1}, generator=tiny_generator)
+    engine.setup()
+    seen = []
+    engine.after_step(seen.append, "logged")
+    assert seen == []  # a step closure: nothing read from the device before the graph runs
+    engine.mark_step()
+    assert seen == ["logged"]
+
+
+def test_tensor_parallel_build_splits_generator_and_compressor(sdk, tiny_generator, model_config, monkeypatch):
+    from scaledown.models.model import ScaleDownModel
+
+    monkeypatch.setattr(NeuronEngine, "world_size", property(lambda self: 8))
+    monkeypatch.setattr(nxd_standin, "tp_size", lambda: 2)  # this process plays tensor-parallel rank 0 of 2
+    engine = NeuronEngine(8, 1, config={"tensor_parallel_size": 2}, tensor_parallel_size=2,
+                          generator=tiny_generator)
+    engine.setup()
+    engine.prepare(lambda: ScaleDownModel.build(model_config(lora_target_modules="q_proj,o_proj")),
+                   lambda m: [ParamGroup("all", [p for p in m.parameters() if p.requires_grad], 1e-4, 0.0)],
+                   lambda step: 1.0, 1.0)
+    gen_attn = engine.model.generator.get_base_model().model.layers[0].self_attn
+    comp_attn = engine.model.compressor.backbone.layers[0].self_attn
+    assert type(gen_attn.q_proj.base_layer).__name__ == "ColumnParallelLinear"  # LoRA wraps the split layer
+    assert type(gen_attn.q_proj.lora_B["default"]).__name__ == "ColumnParallelLinear"
+    assert type(gen_attn.o_proj.lora_A["default"]).__name__ == "RowParallelLinear"
+    assert type(gen_attn.k_proj).__name__ == "ColumnParallelLinear"  # no LoRA here: split all the same
+    assert comp_attn.q_proj.weight.shape == (32, 64) and comp_attn.o_proj.weight.shape == (64, 32)
+    assert engine.model.compressor.backbone.embed_tokens.weight.requires_grad

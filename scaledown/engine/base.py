@@ -1,15 +1,17 @@
 """The Engine interface: everything the training loop needs from a distributed backend, and nothing more.
 
-The loop calls, in order: `setup()`, `prepare(model_fn, param_groups_fn, lr_lambda)`, then per micro-batch
-`backward(loss)` and `step()` (which updates the weights only at the end of an accumulation window, as
-DeepSpeed does), `mark_step()` at the end of every optimizer step (the XLA step barrier on Trainium),
-`all_reduce(metrics)` on logging steps, and `save_checkpoint` / `load_checkpoint` / `export`.
+The loop calls, in order: `setup()`, `prepare(model_fn, param_groups_fn, lr_lambda)`, then per micro-batch a
+forward under `autocast()`, `backward(loss)` and `step()` (which updates the weights only at the end of an
+accumulation window, as DeepSpeed does), `mark_step()` at the end of every optimizer step (the XLA step barrier
+on Trainium), and, registered with `after_step` just before it, logging (`all_reduce(metrics)`) and
+`save_checkpoint`; `load_checkpoint` on resume, `export` at the end.
 The data is sharded by *data-parallel* rank (`dp_rank`, `dp_size`): with tensor parallelism several ranks
 share one shard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from abc import ABC, abstractmethod
@@ -58,10 +60,12 @@ class Engine(ABC):
     """One backend: DeepSpeed, plain torch, or neuronx-distributed."""
 
     name: str = "base"
+    tensor_parallel_size: int = 1  # ranks that share one data shard and split the model
 
-    def __init__(self, global_batch_size: int, micro_batch_size: int):
+    def __init__(self, global_batch_size: int, micro_batch_size: int, autocast: str = ""):
         self.global_batch_size = global_batch_size
         self.micro_batch_size = micro_batch_size
+        self.autocast_dtype = autocast
         self.batch: BatchPlan | None = None  # set by setup(), once the data-parallel size is known
         self.model: nn.Module | None = None
         self._micro = 0
@@ -136,6 +140,16 @@ class Engine(ABC):
 
     def mark_step(self) -> None:
         """End of an optimizer step: a no-op except on XLA devices."""
+
+    def after_step(self, fn: Callable, *args) -> None:
+        """Run `fn(*args)` once this step's values can be read: now, or as an XLA step closure after mark_step."""
+        fn(*args)
+
+    def autocast(self):
+        """Context for forward passes: `torch.autocast` on this device when `engine.autocast` names a dtype."""
+        if not self.autocast_dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.autocast_dtype))
 
     def all_reduce(self, metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
         """Mean of each metric over all ranks (one collective; a host sync)."""

@@ -1,10 +1,14 @@
 """neuronx-distributed (NxD) on AWS Trainium behind the Engine interface. NOT YET RUN ON TRAINIUM.
 
 The Neuron SDK (torch-neuronx, torch-xla, neuronx-distributed; last training stack: SDK 2.28/2.29 with torch 2.9)
-is imported lazily, inside the methods that need it. What runs anywhere: reading `neuron_configs/*.yaml` (one
-key per argument of `neuronx_distributed_config`), the parallel-size arithmetic and the refusals, tested on CPU.
-Still open (see the README): the tensor-parallel model builder, so this backend runs tensor_parallel_size=1
-(data parallelism over NeuronCores) only.
+is imported lazily, inside the methods that need it. Tensor parallelism splits the generator and the n-layers
+compressor with NxD's parallel layers (`scaledown/engine/tensor_parallel.py`); data parallelism spans the rest of
+the NeuronCores. Mixed precision is `torch.autocast("xla", bfloat16)` over fp32 weights (engine.autocast), with
+`--auto-cast=none` in NEURON_CC_FLAGS so the compiler does not cast again. Logging and checkpointing run as XLA
+step closures (`after_step`), once the step's graph has executed.
+What runs here, on CPU: reading `neuron_configs/*.yaml` (one key per argument of `neuronx_distributed_config`),
+the parallel-size arithmetic and the refusals, the model builder against a stand-in for NxD's layers, and the
+call sequence against a recording stand-in for the SDK.
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ def resolve_nxd_config(source: str | Path | dict, world_size: int, max_grad_norm
                           f"(data-parallel size = world / tensor-parallel must be whole)")
     if num_heads % tp:
         raise ConfigError(f"{where}: tensor_parallel_size={tp} does not divide the {num_heads} attention heads")
-    if num_kv_heads % tp and tp % num_kv_heads:
-        raise ConfigError(f"{where}: tensor_parallel_size={tp} and {num_kv_heads} key/value heads: one must divide "
-                          f"the other (KV heads are split, or replicated across tensor-parallel ranks)")
+    if num_kv_heads % tp:
+        raise ConfigError(f"{where}: tensor_parallel_size={tp} does not divide the {num_kv_heads} key/value heads "
+                          f"(replicating key/value heads over tensor-parallel ranks is not supported)")
+    if cfg.get("sequence_parallel"):
+        raise ConfigError(f"{where}: sequence_parallel=true: the tensor-parallel model builder does not implement "
+                          f"sequence parallelism; set sequence_parallel: false")
     optimizer = dict(cfg.get("optimizer_config") or {})
     unknown = set(optimizer) - OPTIMIZER_KEYS
     if unknown:
@@ -75,8 +82,8 @@ class NeuronEngine(Engine):
     name = "neuron"
 
     def __init__(self, global_batch_size: int, micro_batch_size: int, config: str | Path | dict = "",
-                 tensor_parallel_size: int = 1, dtype: str = "bfloat16", generator: str = ""):
-        super().__init__(global_batch_size, micro_batch_size)
+                 tensor_parallel_size: int = 1, dtype: str = "float32", generator: str = "", autocast: str = ""):
+        super().__init__(global_batch_size, micro_batch_size, autocast)
         self.config_source, self.dtype, self.generator = config, dtype, generator
         self.tensor_parallel_size = tensor_parallel_size
 
@@ -107,11 +114,15 @@ class NeuronEngine(Engine):
                                                  neuronx_distributed_config)
         from transformers import AutoConfig
 
+        from scaledown.engine.tensor_parallel import parallelize
+
         model = None
 
-        def build():  # NxD calls this itself (on the meta device when asked to)
+        def build():  # NxD calls this itself, after setting up its tensor- and data-parallel groups
             nonlocal model
             model = model_fn()
+            if self.tensor_parallel_size > 1:
+                parallelize(model)
             return model
 
         # Parallel sizes are checked before any weights load: head counts come from the generator's config.
@@ -121,9 +132,6 @@ class NeuronEngine(Engine):
         if kwargs["tensor_parallel_size"] != self.tensor_parallel_size:
             raise ConfigError(f"{self.config_source}: tensor_parallel_size={kwargs['tensor_parallel_size']} "
                               f"disagrees with engine.tensor_parallel_size={self.tensor_parallel_size}")
-        if kwargs["tensor_parallel_size"] != 1:
-            raise ConfigError("tensor_parallel_size > 1 needs the tensor-parallel model builder, not written yet: "
-                              "use neuron_configs/tp1_lora.yaml")
         nxd_config = neuronx_distributed_config(**kwargs)
         self.batch = BatchPlan(self.global_batch_size, self.micro_batch_size, self.dp_size)
         self.nxd_model = initialize_parallel_model(nxd_config, build)
@@ -149,6 +157,10 @@ class NeuronEngine(Engine):
     def mark_step(self) -> None:
         self.xm.mark_step()
 
+    def after_step(self, fn, *args) -> None:
+        # Runs after the next mark_step has executed the step's graph: reading tensors then costs no extra graph.
+        self.xm.add_step_closure(fn, args)
+
     def grad_norm(self):
         norm = getattr(self.optimizer, "grad_norm", None)
         return None if norm is None else float(norm)
@@ -169,7 +181,15 @@ class NeuronEngine(Engine):
                         scheduler=self.scheduler)
 
     def export(self, folder: Path) -> None:
+        from scaledown.engine.tensor_parallel import unsharded
+
         self.xm.mark_step()
-        if self.is_main:  # tensor_parallel_size=1: every rank holds the whole model
-            self.model.save_pretrained(folder)
+        if self.tensor_parallel_size == 1:  # every rank holds the whole model
+            if self.is_main:
+                self.model.save_pretrained(folder)
+        else:
+            with unsharded(self.model):  # collectives: every rank gathers
+                self.xm.mark_step()
+                if self.is_main:
+                    self.model.save_pretrained(folder)
         self.xm.rendezvous("scaledown export")
