@@ -108,6 +108,7 @@ class OptimConfig:
     warmup_ratio: float = 0.05
     """Linear warmup over this share of the steps, then linear decay to 0."""
     max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)

@@ -123,7 +123,9 @@ def train(cfg: Config) -> dict:
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
     model = engine.prepare(lambda: ScaleDownModel.build(cfg.model), param_groups(cfg),
                            lr_schedule(total_steps, cfg.optim.warmup_ratio), cfg.optim.max_grad_norm)
-    torch.manual_seed(cfg.train.seed + engine.rank)
+    # One random stream per data shard: tensor-parallel peers must draw the same LoRA dropout masks, or the
+    # weights they both hold (LoRA's unsplit factor, norms) would drift apart.
+    torch.manual_seed(cfg.train.seed + engine.dp_rank)
     sampler = ShardedSampler(len(records), cfg.train.global_batch_size, engine.dp_rank, engine.dp_size,
                              cfg.train.seed)
     checkpointer = Checkpointer(engine, out_dir / "checkpoints", cfg.train.save_every, cfg.train.keep_last)

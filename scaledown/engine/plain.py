@@ -34,7 +34,9 @@ class TorchEngine(Engine):
     def step(self) -> bool:
         if not self._window_done():
             return False
-        self._norm = torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
+        # max_grad_norm 0 turns clipping off (as DeepSpeed's gradient_clipping 0 does); the norm is still logged.
+        limit = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+        self._norm = torch.nn.utils.clip_grad_norm_(self._params, limit)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
