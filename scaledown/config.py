@@ -161,6 +161,8 @@ class EngineConfig:
     neuron_config: str = "neuron_configs/tp1_lora.yaml"
     tensor_parallel_size: int = 1
     """Tensor-parallel degree (neuron backend only)."""
+    build_concurrency: int = 8
+    """Neuron with tensor parallelism: processes per node that build (and hold) the dense model at a time."""
     autocast: str = ""
     """`bfloat16`: forward passes under `torch.autocast` with fp32 weights (the Trainium recipe: model.dtype
     float32). Not with deepspeed, whose JSON sets the precision."""
@@ -168,8 +170,9 @@ class EngineConfig:
     def __post_init__(self):
         if self.backend not in ("deepspeed", "torch", "neuron"):
             raise ConfigError(f"engine.backend={self.backend!r}: expected deepspeed, torch or neuron")
-        if self.tensor_parallel_size < 1:
-            raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: must be >= 1")
+        if self.tensor_parallel_size < 1 or self.build_concurrency < 1:
+            raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}, engine.build_concurrency="
+                              f"{self.build_concurrency}: both must be >= 1")
         if self.autocast not in ("", "bfloat16", "float16"):
             raise ConfigError(f"engine.autocast={self.autocast!r}: expected bfloat16, float16 or empty (off)")
         if self.autocast and self.backend == "deepspeed":

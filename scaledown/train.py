@@ -53,7 +53,8 @@ def build_engine(cfg: Config) -> Engine:
         kwargs = {"config": cfg.engine.deepspeed_config, "dtype": cfg.model.dtype}
     elif cfg.engine.backend == "neuron":
         kwargs.update(config=cfg.engine.neuron_config, tensor_parallel_size=cfg.engine.tensor_parallel_size,
-                      dtype=cfg.model.dtype, generator=cfg.model.generator)
+                      dtype=cfg.model.dtype, generator=cfg.model.generator,
+                      build_concurrency=cfg.engine.build_concurrency)
     return make_engine(cfg.engine.backend, cfg.train.global_batch_size, cfg.train.micro_batch_size, **kwargs)
 
 

@@ -130,12 +130,21 @@ def test_tensor_parallel_build_splits_generator_and_compressor(sdk, tiny_generat
 
     monkeypatch.setattr(NeuronEngine, "world_size", property(lambda self: 8))
     monkeypatch.setattr(nxd_standin, "tp_size", lambda: 2)  # this process plays tensor-parallel rank 0 of 2
+    # Local rank 3 of 4, two processes of a node build at a time: this one builds in the second turn.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
     engine = NeuronEngine(8, 1, config={"tensor_parallel_size": 2}, tensor_parallel_size=2,
-                          generator=tiny_generator)
+                          generator=tiny_generator, build_concurrency=2)
     engine.setup()
-    engine.prepare(lambda: ScaleDownModel.build(model_config(lora_target_modules="q_proj,o_proj")),
-                   lambda m: [ParamGroup("all", [p for p in m.parameters() if p.requires_grad], 1e-4, 0.0)],
+
+    def build():
+        sdk.append("build")
+        return ScaleDownModel.build(model_config(lora_target_modules="q_proj,o_proj"))
+
+    engine.prepare(build, lambda m: [ParamGroup("all", [p for p in m.parameters() if p.requires_grad], 1e-4, 0.0)],
                    lambda step: 1.0, 1.0)
+    assert [c for c in sdk if c == "build" or str(c).startswith("rendezvous")] == [
+        "rendezvous scaledown build 0", "build", "rendezvous scaledown build 1"]
     gen_attn = engine.model.generator.get_base_model().model.layers[0].self_attn
     comp_attn = engine.model.compressor.backbone.layers[0].self_attn
     assert type(gen_attn.q_proj.base_layer).__name__ == "ColumnParallelLinear"  # LoRA wraps the split layer

@@ -13,6 +13,8 @@ call sequence against a recording stand-in for the SDK.
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -82,8 +84,10 @@ class NeuronEngine(Engine):
     name = "neuron"
 
     def __init__(self, global_batch_size: int, micro_batch_size: int, config: str | Path | dict = "",
-                 tensor_parallel_size: int = 1, dtype: str = "float32", generator: str = "", autocast: str = ""):
+                 tensor_parallel_size: int = 1, dtype: str = "float32", generator: str = "", autocast: str = "",
+                 build_concurrency: int = 8):
         super().__init__(global_batch_size, micro_batch_size, autocast)
+        self.build_concurrency = build_concurrency
         self.config_source, self.dtype, self.generator = config, dtype, generator
         self.tensor_parallel_size = tensor_parallel_size
 
@@ -120,9 +124,16 @@ class NeuronEngine(Engine):
 
         def build():  # NxD calls this itself, after setting up its tensor- and data-parallel groups
             nonlocal model
-            model = model_fn()
-            if self.tensor_parallel_size > 1:
-                parallelize(model)
+            if self.tensor_parallel_size == 1:
+                model = model_fn()
+                return model
+            # Until it is split, a process holds the dense model on the host (fp32 Mistral-7B: 29 GB; a
+            # trn1.32xlarge has 512 GiB for its 32 processes): `build_concurrency` processes of a node at a time.
+            turns = math.ceil(int(os.environ.get("LOCAL_WORLD_SIZE", 1)) / self.build_concurrency)
+            for turn in range(turns):
+                if self.local_rank // self.build_concurrency == turn:
+                    model = parallelize(model_fn())
+                self.xm.rendezvous(f"scaledown build {turn}")
             return model
 
         # Parallel sizes are checked before any weights load: head counts come from the generator's config.

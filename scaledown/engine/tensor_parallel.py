@@ -11,8 +11,8 @@ layer's input split; the other factor (r x d) is replicated, and receives the sa
 because the parallel layers all-reduce the activations' gradients. Hugging Face's attention reshapes with
 `view(..., -1, head_dim)` and so runs on the local heads unchanged.
 
-Weights are copied from the dense model each rank builds first: simple and exact, at the cost of holding the
-dense model on the host once per process while building (bf16 Mistral-7B: ~14.5 GB).
+Weights are copied from the dense model each process builds first: simple and exact, at the cost of holding
+the dense model on the host while building (the engine lets only a few processes of a node build at a time).
 
 `unsharded(model)` gathers the trainable split layers and the embeddings back into dense modules, for export
 with the model's own `save_pretrained`. Every tensor-parallel rank must enter it (it runs collectives).
