@@ -64,10 +64,9 @@ def _nxd():
 def check_heads(model: nn.Module, tp: int) -> None:
     """Every attention module must split into whole query and key/value heads."""
     for name, module in model.named_modules():
-        q, k, head_dim = getattr(module, "q_proj", None), getattr(module, "k_proj", None), getattr(
-            module, "head_dim", None)
-        if q is None or k is None or head_dim is None:
+        if not all(hasattr(module, a) for a in ("q_proj", "k_proj", "head_dim")):
             continue
+        q, k, head_dim = module.q_proj, module.k_proj, module.head_dim
         q, k = getattr(q, "base_layer", q), getattr(k, "base_layer", k)
         heads, kv_heads = q.weight.shape[0] // head_dim, k.weight.shape[0] // head_dim
         if heads % tp or kv_heads % tp:
