@@ -3,7 +3,8 @@
 Run in one process (tensor-parallel size 1) or under torchrun (size = world size, gloo):
     python -m torch.distributed.run --nproc_per_node 2 tests/tp_check.py GENERATOR OUT_DIR
 Each rank checks losses, every trainable gradient (against its split of the dense gradient), greedy answers
-and the gathered export, then writes OUT_DIR/ok-RANK.
+and the gathered export, then writes OUT_DIR/ok-RANK. With `--nxd` (a Trn1 with the Neuron SDK; never run yet)
+it uses NxD's real layers on NeuronCores instead of the stand-in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nxd_standin import install, tp_rank, tp_size  # noqa: E402
+from nxd_standin import install  # noqa: E402
 
 
 def close(a, b, what):
@@ -27,7 +28,9 @@ def close(a, b, what):
     assert err < 1e-4, f"{what}: relative error {err:.3g} (norm {b.norm().item():.3g})"
 
 
-def check(generator: str, out: Path) -> None:
+def check(generator: str, out: Path, device: torch.device = torch.device("cpu")) -> None:
+    from neuronx_distributed.parallel_layers import parallel_state
+
     from scaledown.config import ModelConfig
     from scaledown.data.schema import Record, document_text
     from scaledown.data.synthetic import make_records
@@ -35,7 +38,7 @@ def check(generator: str, out: Path) -> None:
     from scaledown.models.model import ScaleDownModel
     from scaledown.models.generator import load_tokenizer
 
-    tp, rank = tp_size(), tp_rank()
+    tp, rank = parallel_state.get_tensor_model_parallel_size(), parallel_state.get_tensor_model_parallel_rank()
     # An odd vocabulary after adding l memory tokens, <RR> and the placeholder: exercises the vocabulary padding.
     base = len(load_tokenizer(generator))
     memory = 4 if (base + 6) % 2 else 5
@@ -47,12 +50,13 @@ def check(generator: str, out: Path) -> None:
         for name, p in dense.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.2)
-    split = parallelize(copy.deepcopy(dense))
+    split = parallelize(copy.deepcopy(dense)).to(device)
+    dense.to(device)
     assert type(split.generator.get_base_model().lm_head).__name__ == ("VocabHead" if tp > 1 else
                                                                        "ColumnParallelLinear")
     records = [Record(query=r["query"], documents=[document_text(d) for d in r["documents"]], answer=r["answer"],
                       reranking_scores=r["reranking_scores"]) for r in make_records(4, seed=0)]
-    batch = dense.collator(3)(records)
+    batch = {k: v.to(device) for k, v in dense.collator(3)(records).items()}
     want, got = dense(**batch), split(**batch)
     for key in ("ce_loss", "rerank_loss", "loss"):
         close(got[key], want[key], key)
@@ -89,9 +93,20 @@ def check(generator: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if "RANK" in os.environ:
-        dist.init_process_group("gloo")
-    install()
-    check(sys.argv[1], Path(sys.argv[2]))
+    device = torch.device("cpu")
+    if "--nxd" in sys.argv:
+        import torch_xla.core.xla_model as xm
+        import torch_xla.distributed.xla_backend  # noqa: F401  registers the "xla" process group
+        from neuronx_distributed.parallel_layers import parallel_state
+
+        dist.init_process_group("xla")
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=dist.get_world_size())
+        device = xm.xla_device()
+    else:
+        if "RANK" in os.environ:
+            dist.init_process_group("gloo")
+        install()
+    args = [a for a in sys.argv[1:] if a != "--nxd"]
+    check(args[0], Path(args[1]), device)
     if dist.is_initialized():
         dist.destroy_process_group()
