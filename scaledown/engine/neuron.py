@@ -7,8 +7,8 @@ the NeuronCores. Mixed precision is `torch.autocast("xla", bfloat16)` over fp32 
 `--auto-cast=none` in NEURON_CC_FLAGS so the compiler does not cast again. Logging and checkpointing run as XLA
 step closures (`after_step`), once the step's graph has executed.
 What runs here, on CPU: reading `neuron_configs/*.yaml` (one key per argument of `neuronx_distributed_config`),
-the parallel-size arithmetic and the refusals, the model builder against a stand-in for NxD's layers, and the
-call sequence against a recording stand-in for the SDK.
+the parallel-size arithmetic and the refusals, the model builder against a stand-in for NxD's layers, the call
+sequence against a recording stand-in for the SDK, and the whole loop at TP 2 against a stand-in SDK.
 """
 
 from __future__ import annotations
