@@ -28,15 +28,14 @@ import deepspeed  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from scaledown.config import ModelConfig  # noqa: E402
+from scaledown.config import Config, ModelConfig  # noqa: E402
 from scaledown.data.schema import validate_record  # noqa: E402
 from scaledown.data.synthetic import make_records  # noqa: E402
-from scaledown.engine.base import ParamGroup  # noqa: E402
 from scaledown.engine.deepspeed import DeepSpeedEngine, resolve_ds_config  # noqa: E402
 from scaledown.metrics import FlopModel, Meter  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
 from scaledown.models.tiny import make_tiny_generator  # noqa: E402
-from scaledown.train import lr_schedule, train_step  # noqa: E402
+from scaledown.train import lr_schedule, param_groups, train_step  # noqa: E402
 
 
 def build(args) -> ScaleDownModel:
@@ -45,12 +44,8 @@ def build(args) -> ScaleDownModel:
                                             dtype=args.dtype, rerank=True, lora_dropout=0.0))
 
 
-def groups(model):
-    g = model.parameter_groups()
-    return [ParamGroup("compressor", g["compressor"], 5e-5, 0.1), ParamGroup("generator", g["generator"], 1e-4, 0.1)]
-
-
 def main():
+    groups = param_groups(Config())  # the paper's LRs and weight decay
     parser = argparse.ArgumentParser()
     parser.add_argument("--generator", default="", help="model path; default: a small random-init one")
     parser.add_argument("--dtype", default="float32")
@@ -81,8 +76,7 @@ def main():
 
     # Bare: deepspeed.initialize on the same model, the loop written out by hand.
     model = build(args)
-    optimizer = torch.optim.AdamW([{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay}
-                                   for g in groups(model)])
+    optimizer = torch.optim.AdamW([g.as_dict() for g in groups(model)])
     ds_config = resolve_ds_config(args.ds_config, ours.batch, 1.0, args.dtype)
     bare, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
                                     lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(

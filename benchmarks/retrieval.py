@@ -40,7 +40,6 @@ def zipf_sparse(rows: int, nnz: int, rng: np.random.Generator, a: float = 1.1) -
 
 def index_from(matrix: sp.csr_matrix) -> SparseIndex:
     index = SparseIndex.__new__(SparseIndex)
-    index.matrix = matrix
     index.matrix_t = matrix.T.tocsr()
     index.passages = [{}] * matrix.shape[0]
     return index

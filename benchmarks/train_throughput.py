@@ -26,15 +26,14 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from inference import ARCHS  # noqa: E402
-from scaledown.config import ModelConfig  # noqa: E402
+from scaledown.config import Config, ModelConfig  # noqa: E402
 from scaledown.data.schema import Record  # noqa: E402
-from scaledown.engine.base import ParamGroup  # noqa: E402
 from scaledown.engine.deepspeed import DeepSpeedEngine  # noqa: E402
 from scaledown.metrics import FlopModel, Meter, device_peak_tflops  # noqa: E402
 from scaledown.models.generator import DTYPES  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
 from scaledown.models.tiny import make_tiny_tokenizer  # noqa: E402
-from scaledown.train import lr_schedule, train_step  # noqa: E402
+from scaledown.train import lr_schedule, param_groups, train_step  # noqa: E402
 
 WORDS = "the river city was founded by a king who built a bridge and a museum of maps near the old harbour".split()
 
@@ -61,12 +60,7 @@ def measure(args, layers: int, micro: int, stage: int, tokenizer) -> dict:
         lm = AutoModelForCausalLM.from_config(ARCHS[args.arch](), dtype=DTYPES[args.dtype])
         return ScaleDownModel.build(cfg, lm=lm, tokenizer=tokenizer)
 
-    def groups(model):
-        g = model.parameter_groups()
-        return [ParamGroup("compressor", g["compressor"], 5e-5, 0.1),
-                ParamGroup("generator", g["generator"], 1e-4, 0.1)]
-
-    model = engine.prepare(model_fn, groups, lr_schedule(10_000, 0.05), 1.0)
+    model = engine.prepare(model_fn, param_groups(Config()), lr_schedule(10_000, 0.05), 1.0)
     collate = engine.model.collator(num_documents=args.docs)
     batch = collate(records(micro, args.docs))
     it = iter(lambda: batch, None)  # the same batch forever: data loading is not what is measured

@@ -141,6 +141,7 @@ class TrainConfig:
     resume: str = "auto"
     """`auto` (latest complete checkpoint in output_dir, if any), `none`, or a step-* folder."""
     gradient_checkpointing: bool = False
+    """Recompute the generator's and the compressor's layer activations in backward: less memory, more compute."""
     max_eval_new_tokens: int = 32
 
     def __post_init__(self):
@@ -208,11 +209,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Config:
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kwargs = {}
         for name, values in (data or {}).items():
-            if name not in sections:
-                raise ConfigError(f"{source}: unknown section {name!r} (expected one of {sorted(sections)})")
+            if name not in _SECTIONS:
+                raise ConfigError(f"{source}: unknown section {name!r} (expected one of {sorted(_SECTIONS)})")
             section_cls = _SECTIONS[name]
             known = {f.name for f in dataclasses.fields(section_cls)}
             unknown = set(values or {}) - known

@@ -82,22 +82,28 @@ JUDGE_PROMPT = (
 )
 
 
-@torch.no_grad()
-def judge_answers(judge_path: str, records: list[Record], predictions: list[str],
-                  max_new_tokens: int = 4) -> list[float]:
-    """An LLM judge (a local causal LM with a chat template) scoring each prediction 1 / 0.5 / 0."""
-    from scaledown.models.generator import load_causal_lm, load_tokenizer
+class Judge:
+    """An LLM judge (a local causal LM with a chat template) scoring each prediction 1 / 0.5 / 0; loaded once."""
 
-    tok = load_tokenizer(judge_path)
-    lm = load_causal_lm(judge_path, "float32" if not torch.cuda.is_available() else "bfloat16").eval()
-    scores = []
-    for rec, pred in zip(records, predictions):
-        messages = [{"role": "user", "content": JUDGE_PROMPT.format(question=rec.query, gold=rec.answer, pred=pred)}]
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        out = lm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        reply = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        scores.append(parse_judgement(reply))
-    return scores
+    def __init__(self, path: str, max_new_tokens: int = 4):
+        from scaledown.models.generator import load_causal_lm, load_tokenizer
+
+        self.tok = load_tokenizer(path)
+        self.lm = load_causal_lm(path, "float32" if not torch.cuda.is_available() else "bfloat16").eval()
+        self.max_new_tokens = max_new_tokens
+
+    @torch.no_grad()
+    def scores(self, records: list[Record], predictions: list[str]) -> list[float]:
+        out = []
+        for rec, pred in zip(records, predictions):
+            content = JUDGE_PROMPT.format(question=rec.query, gold=rec.answer, pred=pred)
+            ids = self.tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+            reply = self.lm.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                     pad_token_id=self.tok.pad_token_id)
+            out.append(parse_judgement(self.tok.decode(reply[0, ids["input_ids"].shape[1]:],
+                                                       skip_special_tokens=True)))
+        return out
 
 
 def parse_judgement(reply: str) -> float:
@@ -178,11 +184,12 @@ def main(argv=None):
             raise SystemExit(f"{args.teacher}: no teacher answer for ids {missing[:5]}")
         systems["teacher"] = [teacher[r.id] for r in records]
     table = {}
+    judge = Judge(args.judge) if args.judge else None
     for name, preds in systems.items():
         sums = score_answers(preds, golds)
         table[name] = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
-        if args.judge:
-            table[name]["judge"] = sum(judge_answers(args.judge, records, preds)) / len(records)
+        if judge:
+            table[name]["judge"] = sum(judge.scores(records, preds)) / len(records)
     ranked = [r for r in records if isinstance(r.extra.get("relevance"), list)]
     if model.rerank_head is not None and ranked:
         ndcg = [ndcg_at_k(model.rerank_scores([r.query], [r.documents])[0].tolist(), r.extra["relevance"])

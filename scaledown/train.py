@@ -42,9 +42,19 @@ def lr_schedule(total_steps: int, warmup_ratio: float):
 def param_groups(cfg: Config):
     def make(model: ScaleDownModel) -> list[ParamGroup]:
         groups = model.parameter_groups()
-        return [ParamGroup("compressor", groups["compressor"], cfg.optim.lr_compressor, cfg.optim.weight_decay),
-                ParamGroup("generator", groups["generator"], cfg.optim.lr_generator, cfg.optim.weight_decay)]
+        o = cfg.optim
+        return [ParamGroup("compressor", groups["compressor"], o.lr_compressor, o.weight_decay, o.betas, o.eps),
+                ParamGroup("generator", groups["generator"], o.lr_generator, o.weight_decay, o.betas, o.eps)]
     return make
+
+
+def build_model(cfg: Config) -> ScaleDownModel:
+    model = ScaleDownModel.build(cfg.model)
+    if cfg.train.gradient_checkpointing:
+        for part in (model.generator.get_base_model(), model.compressor.backbone):
+            part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            part.train()  # Hugging Face recomputes only in training mode; from_pretrained returns eval mode
+    return model
 
 
 def build_engine(cfg: Config) -> Engine:
@@ -122,7 +132,7 @@ def train(cfg: Config) -> dict:
     steps_per_epoch = len(records) // cfg.train.global_batch_size
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
-    model = engine.prepare(lambda: ScaleDownModel.build(cfg.model), param_groups(cfg),
+    model = engine.prepare(lambda: build_model(cfg), param_groups(cfg),
                            lr_schedule(total_steps, cfg.optim.warmup_ratio), cfg.optim.max_grad_norm)
     # One random stream per data shard: tensor-parallel peers must draw the same LoRA dropout masks, or the
     # weights they both hold (LoRA's unsplit factor, norms) would drift apart.

@@ -12,7 +12,7 @@ import torch
 
 from launch import ROOT, cpu_env, free_port, kill_tree
 
-pytest.importorskip("sentence_transformers")
+pytest.importorskip("sentence_transformers", reason="the dataset build needs the data extra: pip install -e .[data]")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def run_build(nproc, args, timeout=600):
 
 
 def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
-    from scaledown.data.retrieval import SparseIndex, dense_scores
+    from scaledown.data.retrieval import SparseIndex
 
     rng = np.random.default_rng(0)
     vocab = 300
@@ -65,7 +65,7 @@ def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
     for k in (1, 5, 17):
         hits = index.search(queries, k)
         for qi in range(20):
-            scores = dense_scores(index.matrix, queries[qi].toarray().ravel())
+            scores = index.matrix_t.T.toarray() @ queries[qi].toarray().ravel()  # brute force
             positive = np.flatnonzero(scores > 0)
             expected = sorted(positive, key=lambda i: (-scores[i], i))[:k]
             assert [row for row, _ in hits[qi]] == expected
@@ -86,7 +86,7 @@ def test_splade_index_matches_dense_scoring(setup, tmp_path):
     index = SparseIndex(tmp_path)
     q = encoder.encode_query(["which bridge is on the river"])
     dense = encoder.encode_document([p.text for p in passages]).to_dense() @ q.to_dense()[0]
-    hits = index.search(to_csr(q, index.matrix.shape[1]), 5)[0]
+    hits = index.search(to_csr(q, index.vocab_size), 5)[0]
     assert [row for row, _ in hits] == torch.argsort(dense, descending=True, stable=True)[:5].tolist()
 
 

@@ -50,7 +50,7 @@ def test_missing_file_and_empty_file(tmp_path):
 
 
 def test_datasets_folder(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", reason="datasets folders need the data extra: pip install -e .[data]")
     rows = [{"query": "q1", "documents": ["d1", "d2"], "answer": "a1"},
             {"query": "", "documents": ["d1"], "answer": "a2"}]
     datasets.Dataset.from_list(rows[:1]).save_to_disk(str(tmp_path / "good"))

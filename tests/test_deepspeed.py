@@ -8,7 +8,7 @@ import pytest
 
 from launch import ROOT, cpu_env, kill_tree, losses, make_run_inputs, torchrun_cmd, train
 
-pytest.importorskip("deepspeed")
+pytest.importorskip("deepspeed", reason="the DeepSpeed engine needs the gpu extra: pip install -e .[gpu]")
 pytestmark = pytest.mark.slow
 
 

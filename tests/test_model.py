@@ -185,3 +185,26 @@ def test_eval_cli_compares_compressed_uncompressed_and_teacher(model_config, tmp
     assert "ndcg@10" in table["compressed"] and all("judge" in row for row in table.values())
     assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())
     assert len(json.loads((tmp_path / "eval.json").read_text())["predictions"]) == 2
+
+
+def test_gradient_checkpointing_recomputes_layers_and_keeps_the_gradients(tiny_generator):
+    from scaledown.config import load_config
+    from scaledown.train import build_model
+
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        cfg = load_config(None, [f"--model.generator={tiny_generator}", "--model.compressor_layers=2",
+                                 "--model.dtype=float32", "--model.lora_dropout=0",
+                                 f"--train.gradient_checkpointing={str(checkpointing).lower()}"])
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        layer = model.generator.get_base_model().model.layers[-1]
+        count = []
+        layer.mlp.register_forward_pre_hook(lambda *_: count.append(1))
+        model(**model.collator(num_documents=2)(RECORDS))["loss"].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+        calls.append(len(count))
+    assert calls == [1, 2]  # the checkpointed layer ran again in backward
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)

@@ -60,7 +60,7 @@ def test_failing_rank_fails_the_job(slurm, tmp_path):
 
 
 def test_two_node_dataset_build(slurm, tmp_path):
-    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("sentence_transformers", reason="the build needs the data extra: pip install -e .[data]")
     from scaledown.data.synthetic import main as synthetic
     from scaledown.models.tiny import main as tiny
 

@@ -36,7 +36,7 @@ def barrier():
 
 def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, teacher, args) -> list[dict]:
     """One line per query: a training record, or {"id", "failed": reason}."""
-    vectors = to_csr(encoder.encode_query([q.text for q in queries], batch_size=64), index.matrix.shape[1])
+    vectors = to_csr(encoder.encode_query([q.text for q in queries], batch_size=64), index.vocab_size)
     hits = index.search(vectors, args.retrieve_k if reranker else args.k)
     lines, todo = {}, []
     for q, found in zip(queries, hits):
@@ -165,6 +165,8 @@ def build(args) -> dict | None:
     chunks = [queries[i:i + args.chunk_size] for i in range(0, len(queries), args.chunk_size)]
     mine = [j for j in range(len(chunks)) if j % world == rank]
     done = skipped = 0
+    manifest = out / f"manifest-rank{rank:05d}.json"
+    finished = set(json.loads(manifest.read_text())) if manifest.exists() else set()
     for j in tqdm(mine, desc=f"rank {rank}", position=rank, disable=args.quiet):
         path = out / "chunks" / f"chunk-{j:06d}.jsonl"
         if path.exists():
@@ -173,9 +175,8 @@ def build(args) -> dict | None:
         lines = process_chunk(chunks[j], encoder, index, reranker, teacher, args)
         write_jsonl(lines, path)
         done += 1
-        manifest = out / f"manifest-rank{rank:05d}.json"
-        finished = json.loads(manifest.read_text()) if manifest.exists() else []
-        atomic_write(manifest, json.dumps(sorted(set(finished) | {q.id for q in chunks[j]})))
+        finished |= {q.id for q in chunks[j]}
+        atomic_write(manifest, json.dumps(sorted(finished)))
     print(f"rank {rank}: {done} chunks built, {skipped} already done; bad input lines: "
           f"{problems.counts.get('bad_line', 0)}", flush=True)
     for message in problems.messages[:10]:

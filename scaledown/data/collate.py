@@ -140,7 +140,3 @@ class Collator:
             batch["has_scores"] = torch.tensor([r.reranking_scores is not None for r in records])
         return batch
 
-
-def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens the model reads for this batch (compressor + generator, padding excluded): for tokens/s."""
-    return int(batch["comp_attention_mask"].sum()) + int(batch["gen_attention_mask"].sum())

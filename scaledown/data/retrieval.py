@@ -92,12 +92,15 @@ class SparseIndex:
             self.offsets.append(len(self.passages))
             with open(s.with_suffix(".jsonl"), encoding="utf-8") as f:
                 self.passages += [json.loads(line) for line in f]
-        # One matrix for search: scipy's sparse product over it equals the shard-by-shard result.
-        self.matrix = sp.vstack(matrices, format="csr")
-        self.matrix_t = self.matrix.T.tocsr()  # terms x passages: the inverted index
+        # One terms x passages matrix (the inverted index) for search; only this copy is kept in memory.
+        self.matrix_t = sp.vstack(matrices, format="csr").T.tocsr()
 
     def __len__(self) -> int:
-        return self.matrix.shape[0]
+        return self.matrix_t.shape[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.matrix_t.shape[0]
 
     def search(self, queries: sp.csr_matrix, k: int) -> list[list[tuple[int, float]]]:
         """Exact top-k (passage row, score) by sparse dot product, best first (ties: lower row first)."""
@@ -114,9 +117,4 @@ class SparseIndex:
             order = np.lexsort((cols, -vals))
             results.append([(int(cols[j]), float(vals[j])) for j in order])
         return results
-
-
-def dense_scores(matrix: sp.csr_matrix, query: np.ndarray) -> np.ndarray:
-    """Brute force over a dense [passages x vocab] matrix: the reference (and the baseline benchmarked)."""
-    return matrix.toarray() @ query
 

@@ -37,6 +37,3 @@ class ShardedSampler(Sampler[int]):
 
     def set_position(self, epoch: int, start: int) -> None:
         self.epoch, self.start = epoch, start
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.start, "seed": self.seed}

@@ -54,6 +54,13 @@ class ParamGroup:
     params: list[nn.Parameter]
     lr: float
     weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def as_dict(self) -> dict:
+        """The group as torch optimizers take it (AdamW: lr, weight decay, betas, eps)."""
+        return {"params": self.params, "lr": self.lr, "weight_decay": self.weight_decay, "betas": self.betas,
+                "eps": self.eps, "name": self.name}
 
 
 class Engine(ABC):

@@ -87,7 +87,7 @@ class DeepSpeedEngine(Engine):
         model = model_fn()
         groups = param_groups_fn(model)
         optimizer = torch.optim.AdamW(
-            [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay, "name": g.name} for g in groups])
+            [g.as_dict() for g in groups])
         # A callable scheduler is built on DeepSpeed's wrapped optimizer, so LR changes reach ZeRO's groups.
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, config=self.ds_config,

@@ -150,7 +150,7 @@ class NeuronEngine(Engine):
         groups = param_groups_fn(model)
         self.optimizer = initialize_parallel_optimizer(
             nxd_config, torch.optim.AdamW,
-            [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay} for g in groups])
+            [g.as_dict() for g in groups])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         return self.nxd_model
 

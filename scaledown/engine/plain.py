@@ -22,7 +22,7 @@ class TorchEngine(Engine):
         self.model = model_fn().to(self.device)
         groups = param_groups_fn(self.model)
         self.optimizer = torch.optim.AdamW(
-            [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay, "name": g.name} for g in groups])
+            [g.as_dict() for g in groups])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         self.max_grad_norm = max_grad_norm
         self._params = [p for g in groups for p in g.params]
