@@ -14,13 +14,13 @@ echo "== 1/5 small random-init models from configs -> $RUN/base-model, $RUN/retr
 $PY -m scaledown.models.tiny --out "$RUN/base-model" --retrieval-out "$RUN/retrieval"
 echo "== 2/5 corpus and questions shipped in PyPI packages (gensim's Wikipedia sample, FanOutQA dev) -> $RUN/source"
 $PY -m scaledown.data.embedded --out "$RUN/source" --eval 32
-echo "== 3/5 dataset build, $NPROC ranks: SPLADE index + retrieval, cross-encoder rerank 20 -> 5, answers -> $RUN/data"
+echo "== 3/5 dataset build, $NPROC ranks: SPLADE index + retrieval, cross-encoder rerank 50 -> 5 (eval set: 10, gold answers only) -> $RUN/data"
 BUILD=(--corpus "$RUN/source/corpus.jsonl" --splade "$RUN/retrieval/splade/encoder" --cross-encoder "$RUN/retrieval/ce"
        --teacher gold --tokenizer "$RUN/base-model" --chunk-size 128 --shard-size 2000 --quiet)
 .venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py "${BUILD[@]}" \
     --queries "$RUN/source/queries.jsonl" --out "$RUN/data"
 .venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py "${BUILD[@]}" \
-    --queries "$RUN/source/eval_queries.jsonl" --index "$RUN/data/index" --out "$RUN/eval-data"
+    --queries "$RUN/source/eval_queries.jsonl" --index "$RUN/data/index" --out "$RUN/eval-data" --teacher none --k 10
 echo "== 4/5 train: DeepSpeed ZeRO-2, $NPROC CPU processes"
 .venv/bin/deepspeed --num_gpus "$NPROC" launchers/train_gpu.py --config configs/tiny.yaml \
     --deepspeed_config ds_configs/zero2.json --train.output_dir="$RUN/train" "$@"

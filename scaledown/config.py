@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from scaledown.data import prompts
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, malformed or inconsistent with another one."""
@@ -54,10 +56,17 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     trust_remote_code: bool = False
     """Off by default: loading a model must not run code from its folder unless asked."""
-    instruction: str = (
-        "Answer the question using the background documents. Be concise and only use relevant information."
-    )
-    """First line of the generator prompt (and of the teacher's prompt when building data)."""
+    system_prompt: str = prompts.SYSTEM_PROMPT
+    """System turn of the generator's (and the teacher's) chat prompt; the paper's by default. Merged into the
+    user turn for chat templates without a system role."""
+    user_template: str = prompts.USER_TEMPLATE
+    """User turn; `{docs}` becomes the k memory slots (or the teacher's `Document i:` lines), `{question}` the
+    query."""
+    doc_separator: str = ""
+    """Text after each document's memory slot in the generator prompt (the reference: none)."""
+    compressor_template: str = prompts.COMPRESSOR_TEMPLATE
+    """Text of a decoder compressor's input before the memory tokens (`{query}`, `{document}`); encoder
+    compressors read `[CLS] query [SEP] document [SEP]`."""
 
     def __post_init__(self):
         if self.compressor not in ("n_layers", "encoder"):
@@ -73,6 +82,11 @@ class ModelConfig:
             raise ConfigError(f"model.lora_dropout={self.lora_dropout}: must be in [0, 1)")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"model.dtype={self.dtype!r}: expected bfloat16, float16 or float32")
+        for name, fields in (("user_template", ("docs", "question")), ("compressor_template", ("query", "document"))):
+            try:
+                prompts.split_template(getattr(self, name), *fields)
+            except ValueError as err:
+                raise ConfigError(f"model.{name}: {err}") from None
 
     @property
     def compression_rate(self) -> float:
@@ -88,12 +102,15 @@ class DataConfig:
     num_documents: int = 5
     """k: documents per query in training; records with fewer are padded with masked empty slots."""
     max_eval_examples: int = 256
+    eval_num_documents: int = 10
+    """Documents read per query in evaluation (the paper evaluates with 10)."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
 
     def __post_init__(self):
-        if self.num_documents < 1:
-            raise ConfigError(f"data.num_documents={self.num_documents}: must be >= 1")
+        for name in ("num_documents", "eval_num_documents"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name}={getattr(self, name)}: must be >= 1")
 
 
 @dataclass
@@ -142,7 +159,8 @@ class TrainConfig:
     """`auto` (latest complete checkpoint in output_dir, if any), `none`, or a step-* folder."""
     gradient_checkpointing: bool = False
     """Recompute the generator's and the compressor's layer activations in backward: less memory, more compute."""
-    max_eval_new_tokens: int = 32
+    max_eval_new_tokens: int = 128
+    """New tokens per answer in evaluation (the paper: 128)."""
 
     def __post_init__(self):
         for name in ("global_batch_size", "micro_batch_size", "log_every", "keep_last"):

@@ -1,27 +1,39 @@
-"""Answer metrics (SQuAD-style normalisation) and evaluation of a model on records with gold answers."""
+"""Evaluation as the paper reports it: answer metrics on gold answers, the LLM judge, nDCG@10 of the rerank head.
+
+Metrics (each the best over a record's gold aliases, as in the reference evaluation, bergen's metrics.py):
+  - accuracy: the normalised gold answer is a substring of the normalised prediction (the paper's main metric);
+  - exact_match and f1: SQuAD v1.1's official definitions;
+  - rouge_l: ROUGE-L F-measure from Google's `rouge-score`;
+  - teacher_f1: token F1 against the teacher's answer (`answer`), when the records carry gold answers too;
+  - judge: an LLM's verdict (Correct 1 / Partially correct 0.5 / Wrong 0), read from the probabilities of the
+    first generated token, as in the reference;
+  - ndcg@10 of the `<RR>` head's ranking against graded relevance (gain 2^rel - 1, log2 discount).
+Normalisation (SQuAD's): lower case, ASCII punctuation removed, articles removed, whitespace collapsed.
+
+    python -m scaledown.eval --model EXPORT --data eval.jsonl --uncompressed [--judge]
+    torchrun --nproc_per_node 8 -m scaledown.eval ...     # records sharded by rank, metrics gathered
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import string
-import unicodedata
 from collections import Counter
 
 import torch
 
+from scaledown.data.prompts import chat_prompt, text_documents
 from scaledown.data.schema import Record
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, NFKC unicode, no punctuation (ASCII or unicode), no articles, single spaces."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if (ch in string.punctuation or unicodedata.category(ch).startswith("P")) else ch
-                   for ch in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+    """SQuAD's normalisation: lower case, no ASCII punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
 
 def exact_match(prediction: str, gold: str) -> float:
@@ -30,14 +42,12 @@ def exact_match(prediction: str, gold: str) -> float:
 
 def substring_match(prediction: str, gold: str) -> float:
     """The paper's accuracy: the normalised gold answer appears in the normalised prediction."""
-    g = normalize_answer(gold)
-    return float(bool(g) and f" {g} " in f" {normalize_answer(prediction)} ")
+    return float(normalize_answer(gold) in normalize_answer(prediction))
 
 
 def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD v1.1's token F1 (0 when nothing is shared, an empty side included)."""
     p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not p or not g:
-        return float(p == g)
     common = sum((Counter(p) & Counter(g)).values())
     if common == 0:
         return 0.0
@@ -45,25 +55,51 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+_ROUGE = None
+
+
 def rouge_l(prediction: str, gold: str) -> float:
-    """ROUGE-L F1 over normalised tokens (longest common subsequence)."""
-    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not p or not g:
-        return float(p == g)
-    prev = [0] * (len(g) + 1)
-    for a in p:
-        cur = [0]
-        for j, b in enumerate(g):
-            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(g)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F-measure (rouge-score's tokenizer: lower case, alphanumeric tokens)."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"])
+    return _ROUGE.score(gold, prediction)["rougeL"].fmeasure
 
 
 METRICS = {"accuracy": substring_match, "exact_match": exact_match, "f1": token_f1, "rouge_l": rouge_l}
+
+
+def references(record: Record) -> list[str]:
+    """What a prediction is scored against: the gold aliases when present, else the teacher's answer."""
+    if record.gold_answers:
+        return record.gold_answers
+    if record.answer:
+        return [record.answer]
+    raise ValueError(f"record {record.id!r}: no gold_answers and no answer to score against")
+
+
+def score_records(predictions: list[str], records: list[Record]) -> dict[str, float]:
+    """Sums (not means) of each metric, best over aliases, plus counts: sums all-reduce correctly across ranks."""
+    out = {name: 0.0 for name in METRICS} | {"count": 0.0, "teacher_f1": 0.0, "teacher_count": 0.0}
+    for pred, rec in zip(predictions, records):
+        golds = references(rec)
+        for name, fn in METRICS.items():
+            out[name] += max(fn(pred, g) for g in golds)
+        out["count"] += 1
+        if rec.gold_answers and rec.answer:
+            out["teacher_f1"] += token_f1(pred, rec.answer)
+            out["teacher_count"] += 1
+    return out
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+    """Means of `score_records` sums; teacher_f1 only where some record had a teacher answer beside gold."""
+    out = {name: sums[name] / max(sums["count"], 1) for name in METRICS}
+    if sums["teacher_count"]:
+        out["teacher_f1"] = sums["teacher_f1"] / sums["teacher_count"]
+    return out
 
 
 def ndcg_at_k(scores: list[float], relevance: list[float], k: int = 10) -> float:
@@ -75,138 +111,207 @@ def ndcg_at_k(scores: list[float], relevance: list[float], k: int = 10) -> float
     return dcg / idcg if idcg > 0 else 0.0
 
 
-JUDGE_PROMPT = (
-    "You grade answers to questions. Question: {question}\nReference answer: {gold}\nCandidate answer: {pred}\n"
-    "Reply with one number: 1 if the candidate is correct and complete, 0.5 if it is partly correct, "
-    "0 if it is wrong."
-)
+# The reference's judge (bergen, config/evaluator/default_multi_qa.yaml), with the paper's judge model.
+JUDGE_MODEL = "upstage/SOLAR-10.7B-Instruct-v1.0"
+JUDGE_OPTIONS = {"Correct": 1.0, "Partially correct": 0.5, "Wrong": 0.0}
+JUDGE_SYSTEM = "You are an evaluation tool. Answer with one of \n {rubric}."
+JUDGE_USER = ("Here is a question, a golden answer and an AI-generated answer. Can you judge whether the "
+              "AI-generated answer is correct according to the question and golden answer, simply answer with one "
+              "of {rubric}.\n Question: {question}. \nGolden answer: {answer} \n Generated answer: {prediction}")
+JUDGE_USER_ALONE = ("You are an evaluation tool. Just answer as following {rubric}. Here is a question, a golden "
+                    "answer and an AI-generated answer. Judge whether the AI-generated answer is correct according "
+                    "to the question and golden answer, answer with {rubric}.\nQuestion: {question}.\nGolden "
+                    "answer: {answer}\nGenerated answer: {prediction}")
 
 
 class Judge:
-    """An LLM judge (a local causal LM with a chat template) scoring each prediction 1 / 0.5 / 0; loaded once."""
+    """An LLM judge: the expected score under the softmax over the options' first tokens, at the first answer
+    position (one batched forward pass per batch; the reference reads the same logits from `generate`)."""
 
-    def __init__(self, path: str, max_new_tokens: int = 4):
+    def __init__(self, name_or_path: str = JUDGE_MODEL, device: torch.device | str = "cpu",
+                 dtype: str | None = None, batch_size: int = 8):
         from scaledown.models.generator import load_causal_lm, load_tokenizer
 
-        self.tok = load_tokenizer(path)
-        self.lm = load_causal_lm(path, "float32" if not torch.cuda.is_available() else "bfloat16").eval()
-        self.max_new_tokens = max_new_tokens
+        device = torch.device(device)
+        self.tok = load_tokenizer(name_or_path)
+        self.lm = load_causal_lm(name_or_path, dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+        self.lm = self.lm.to(device).eval()
+        self.batch_size = batch_size
+        names = sorted(JUDGE_OPTIONS)
+        self.option_ids = [self.tok.encode(n, add_special_tokens=False)[0] for n in names]
+        self.values = torch.tensor([JUDGE_OPTIONS[n] for n in names])
+        self.rubric = ", ".join(JUDGE_OPTIONS)
+        template = self.tok.chat_template or ""
+        self.with_system = "system" in template
+
+    def prompt(self, question: str, golds: list[str], prediction: str) -> str:
+        # The reference formats the list of gold labels as Python prints it.
+        fields = {"rubric": self.rubric, "question": question, "answer": str(golds), "prediction": prediction}
+        if self.with_system:
+            messages = [{"role": "system", "content": JUDGE_SYSTEM.format(**fields)},
+                        {"role": "user", "content": JUDGE_USER.format(**fields)}]
+        else:
+            messages = [{"role": "user", "content": JUDGE_USER_ALONE.format(**fields)}]
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @torch.no_grad()
     def scores(self, records: list[Record], predictions: list[str]) -> list[float]:
-        out = []
-        for rec, pred in zip(records, predictions):
-            content = JUDGE_PROMPT.format(question=rec.query, gold=rec.answer, pred=pred)
-            ids = self.tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)
-            reply = self.lm.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                     pad_token_id=self.tok.pad_token_id)
-            out.append(parse_judgement(self.tok.decode(reply[0, ids["input_ids"].shape[1]:],
-                                                       skip_special_tokens=True)))
+        from scaledown.models.compressor import position_ids_from_mask
+
+        out: list[float] = []
+        prompts = [self.prompt(r.query, references(r), p) for r, p in zip(records, predictions)]
+        for start in range(0, len(prompts), self.batch_size):
+            enc = self.tok(prompts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                           add_special_tokens=False).to(self.lm.device)
+            logits = self.lm(**enc, position_ids=position_ids_from_mask(enc["attention_mask"])).logits[:, -1]
+            probs = logits[:, self.option_ids].float().softmax(-1).cpu()
+            out += (probs @ self.values).tolist()
         return out
-
-
-def parse_judgement(reply: str) -> float:
-    """The first of 1 / 0.5 / 0 in the judge's reply; anything else scores 0."""
-    match = re.search(r"(0?\.5|1(?:\.0)?|0(?:\.0)?)", reply)
-    return float(match.group(1)) if match else 0.0
-
-
-def score_answers(predictions: list[str], golds: list[str]) -> dict[str, float]:
-    """Sums (not means) of each metric, plus the count: sums all-reduce correctly across ranks."""
-    out = {name: sum(fn(p, g) for p, g in zip(predictions, golds)) for name, fn in METRICS.items()}
-    out["count"] = float(len(predictions))
-    return out
 
 
 @torch.no_grad()
 def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32,
-                     **generate_kwargs) -> list[str]:
+                     num_documents: int | None = None, **generate_kwargs) -> list[str]:
+    """Greedy answers of the compressed model, batched; each record reads its first `num_documents` documents."""
     predictions = []
     was_training = model.training
     model.eval()
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
-        predictions += model.generate([r.query for r in chunk], [r.documents for r in chunk],
+        predictions += model.generate([r.query for r in chunk], [r.documents[:num_documents] for r in chunk],
                                       max_new_tokens=max_new_tokens, **generate_kwargs)
     model.train(was_training)
     return predictions
 
 
 @torch.no_grad()
-def generate_uncompressed(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
-    """The baseline: the base generator (LoRA off) with the full documents as text in the same prompt shape."""
-    from scaledown.data.collate import generator_messages
+def generate_uncompressed(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32,
+                          num_documents: int | None = None) -> list[str]:
+    """The baseline: the base generator (LoRA off) reading the documents as text, in the teacher's prompt."""
     from scaledown.data.teacher import greedy_answers
 
-    tok = model.tokenizer
-    prompts = [tok.apply_chat_template(generator_messages(model.config.instruction, r.query, r.documents),
-                                       tokenize=False, add_generation_prompt=True) for r in records]
+    c = model.config
+    prompts = [chat_prompt(model.tokenizer, c.system_prompt, c.user_template.format(
+        docs=text_documents(r.documents[:num_documents]), question=r.query)) for r in records]
     with model.generator.disable_adapter():
-        return greedy_answers(model.generator, tok, prompts, max_new_tokens, batch_size)
+        return greedy_answers(model.generator, model.tokenizer, prompts, max_new_tokens, batch_size)
+
+
+def setup_device(requested: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun each rank takes the GPU of its LOCAL_RANK."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {requested}: no CUDA device on this machine")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def load_model(path: str, generator: str | None, device: torch.device, dtype: str | None):
+    """An export on `device`; on a CPU the default dtype is float32 (no fast bf16 matmul there)."""
+    from scaledown.models.model import ScaleDownModel
+
+    dtype = dtype or (None if device.type == "cuda" else "float32")
+    return ScaleDownModel.from_pretrained(path, generator=generator, dtype=dtype).to(device).eval()
+
+
+def parser():
+    import argparse
+
+    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).")
+    p.add_argument("--model", required=True, help="an export folder (save_pretrained)")
+    p.add_argument("--data", required=True, help="records with gold_answers and/or answer (JSONL or datasets folder)")
+    p.add_argument("--generator", default=None, help="base generator path, if it moved since training")
+    p.add_argument("--device", default=None, help="cuda (default when available; cuda:LOCAL_RANK under torchrun), cpu")
+    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                   help="default: the model's on a GPU, float32 on a CPU")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-documents", type=int, default=10, help="documents read per query (the paper: 10)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-examples", type=int, default=0, help="0: every record")
+    p.add_argument("--uncompressed", action="store_true",
+                   help="also evaluate the base generator with the full documents in its prompt")
+    p.add_argument("--teacher", default=None,
+                   help="records (same ids) whose 'answer' is the teacher's: scored as a system of its own "
+                        "(without it, the records' own 'answer' is, when they also carry gold answers)")
+    p.add_argument("--judge", nargs="?", const=JUDGE_MODEL, default=None,
+                   help=f"LLM judge, a hub id or local path (flag alone: {JUDGE_MODEL})")
+    p.add_argument("--judge-batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="write metrics and predictions here (JSON)")
+    return p
 
 
 def main(argv=None):
-    import argparse
     import json
     from pathlib import Path
 
     from transformers.utils import logging as hf_logging
 
     from scaledown.data.schema import load_records
-    from scaledown.models.model import ScaleDownModel
 
-    parser = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model.")
-    parser.add_argument("--model", required=True, help="an export folder (save_pretrained)")
-    parser.add_argument("--data", required=True, help="records with gold answers (JSONL or datasets folder)")
-    parser.add_argument("--generator", default=None, help="base generator path, if it moved since training")
-    parser.add_argument("--max-examples", type=int, default=256)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--uncompressed", action="store_true",
-                        help="also evaluate the base generator with the full documents in its prompt")
-    parser.add_argument("--teacher", default=None,
-                        help="records (same ids) whose 'answer' is the teacher's: scored as a third system")
-    parser.add_argument("--judge", default=None, help="local path of an LLM judge (1 / 0.5 / 0 rubric)")
-    parser.add_argument("--out", default=None, help="write metrics and predictions here (JSON)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     hf_logging.set_verbosity_error()
-    model = ScaleDownModel.from_pretrained(args.model, generator=args.generator)
-    records = load_records(args.data)[: args.max_examples]
-    golds = [r.answer for r in records]
-    systems = {"compressed": generate_answers(model, records, args.batch_size, args.max_new_tokens)}
+    rank, world, device = setup_device(args.device)
+    records = load_records(args.data, require_answer=False)
+    records = records[: args.max_examples] if args.max_examples else records
+    for rec in records:
+        references(rec)  # every record must have something to score against, checked before any compute
+    model = load_model(args.model, args.generator, device, args.dtype)
+    mine = list(range(rank, len(records), world))
+    shard = [records[i] for i in mine]
+    k = args.num_documents
+    systems = {"compressed": generate_answers(model, shard, args.batch_size, args.max_new_tokens, k)}
     if args.uncompressed:
-        systems["uncompressed"] = generate_uncompressed(model, records, args.batch_size, args.max_new_tokens)
+        systems["uncompressed"] = generate_uncompressed(model, shard, args.batch_size, args.max_new_tokens, k)
     if args.teacher:
         teacher = {r.id: r.answer for r in load_records(args.teacher)}
-        missing = [r.id for r in records if r.id not in teacher]
+        missing = [r.id for r in shard if r.id not in teacher]
         if missing:
             raise SystemExit(f"{args.teacher}: no teacher answer for ids {missing[:5]}")
-        systems["teacher"] = [teacher[r.id] for r in records]
+        systems["teacher"] = [teacher[r.id] for r in shard]
+    elif all(r.gold_answers and r.answer for r in records):
+        systems["teacher"] = [r.answer for r in shard]
+    judged = {}
+    if args.judge:
+        judge = Judge(args.judge, device, args.dtype, args.judge_batch_size)
+        judged = {name: judge.scores(shard, preds) for name, preds in systems.items()}
+    ndcg = []
+    if model.rerank_head is not None:
+        ndcg = [ndcg_at_k(model.rerank_scores([r.query], [r.documents[:k]])[0].tolist(), r.extra["relevance"])
+                for r in shard if isinstance(r.extra.get("relevance"), list)]
+    rows = [{"index": i, **{name: preds[j] for name, preds in systems.items()},
+             **{f"judge/{name}": s[j] for name, s in judged.items()}} for j, i in enumerate(mine)]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, (rows, ndcg))
+        rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])
+        ndcg = [v for _, part in gathered for v in part]
+    if rank != 0:
+        return None
     table = {}
-    judge = Judge(args.judge) if args.judge else None
-    for name, preds in systems.items():
-        sums = score_answers(preds, golds)
-        table[name] = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
-        if judge:
-            table[name]["judge"] = sum(judge.scores(records, preds)) / len(records)
-    ranked = [r for r in records if isinstance(r.extra.get("relevance"), list)]
-    if model.rerank_head is not None and ranked:
-        ndcg = [ndcg_at_k(model.rerank_scores([r.query], [r.documents])[0].tolist(), r.extra["relevance"])
-                for r in ranked]
+    for name in systems:
+        table[name] = summarize(score_records([r[name] for r in rows], records))
+        if judged:
+            table[name]["judge"] = sum(r[f"judge/{name}"] for r in rows) / len(rows)
+    if ndcg:
         table["compressed"]["ndcg@10"] = sum(ndcg) / len(ndcg)
-    print(f"{len(records)} examples from {args.data}")
+    against = "gold answers" if all(r.gold_answers for r in records) else "the records' answers (no gold_answers)"
+    print(f"{len(records)} examples from {args.data}, {k} documents each, scored against {against}")
     columns = list(dict.fromkeys(m for row in table.values() for m in row))
     print(f"{'system':<14}" + "".join(f"{m:>12}" for m in columns))
     for name, row in table.items():
         print(f"{name:<14}" + "".join(f"{row[m]:>12.4f}" if m in row else f"{'-':>12}" for m in columns))
-    preds = systems["compressed"]
-    for rec, pred in list(zip(records, preds))[:3]:
-        print(f"  Q: {rec.query}\n  gold: {rec.answer}\n  pred: {pred}")
+    for rec, row in list(zip(records, rows))[:3]:
+        print(f"  Q: {rec.query}\n  gold: {references(rec)}\n  pred: {row['compressed']}")
     if args.out:
         Path(args.out).write_text(json.dumps({"metrics": table, "predictions": [
-            {"id": r.id, "query": r.query, "gold": r.answer, "prediction": p} for r, p in zip(records, preds)]},
-            indent=2))
+            {"id": rec.id, "query": rec.query, "gold": references(rec), **{n: row[n] for n in systems}}
+            for rec, row in zip(records, rows)]}, indent=2))
     return table
 
 

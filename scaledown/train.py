@@ -22,7 +22,7 @@ from scaledown.config import Config, load_config
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.schema import load_records
 from scaledown.engine.base import Engine, ParamGroup, make_engine
-from scaledown.eval import generate_answers, score_answers
+from scaledown.eval import generate_answers, references, score_records, summarize
 from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
 from scaledown.models.model import ScaleDownModel
 
@@ -112,10 +112,10 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -
     # ZeRO-3 gathers weights in every forward: all ranks must run the same number of decoding steps.
     synced = getattr(engine, "zero_stage", 0) == 3
     preds = generate_answers(model, shard, cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens,
-                             **({"synced_gpus": True} if synced else {}))
-    sums = score_answers(preds, [r.answer for r in shard])
+                             cfg.data.eval_num_documents, **({"synced_gpus": True} if synced else {}))
+    sums = score_records(preds, shard)  # gold answers when the records carry them, else the teacher's
     totals = {k: v * engine.world_size for k, v in engine.all_reduce(sums).items()}  # mean -> sum
-    metrics = {f"eval/{k}": totals[k] / max(totals["count"], 1) for k in totals if k != "count"}
+    metrics = {f"eval/{k}": v for k, v in summarize(totals).items()}
     tb.log(metrics, step)
     return metrics
 
@@ -128,7 +128,9 @@ def train(cfg: Config) -> dict:
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)
     records = load_records(cfg.data.train_path)
-    eval_records = load_records(cfg.data.eval_path) if cfg.data.eval_path else []
+    eval_records = load_records(cfg.data.eval_path, require_answer=False) if cfg.data.eval_path else []
+    for rec in eval_records:
+        references(rec)  # something to score against (gold or teacher answer), checked before training starts
     steps_per_epoch = len(records) // cfg.train.global_batch_size
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank

@@ -139,11 +139,11 @@ class StandInTeacher:
     """A recording stand-in, to check our failure handling only: fails on queries containing 'explode'."""
 
     def answer(self, items):
-        if any("explode" in q for q, _ in items):
+        if any("explode" in q.text for q, _ in items):
             if len(items) > 1:
                 raise RuntimeError("batch failed")
             raise RuntimeError("out of memory")
-        return [f"answer to {q}" for q, _ in items]
+        return [f"answer to {q.text}" for q, _ in items]
 
 
 def test_per_query_failures_are_recorded_not_fatal(setup, tmp_path):
@@ -206,3 +206,37 @@ def test_chunking_respects_the_token_budget_with_stable_ids():
     for p in passages:
         assert len(tok(f"{p.title}\n{p.text}", add_special_tokens=False)["input_ids"]) <= 64 + 2
     assert list(chunk_passages([("doc", "Title", text)], tok, max_tokens=64))[1].text == passages[1].text
+
+
+def test_eval_set_build_from_a_benchmark_folder_keeps_gold_aliases_by_id(setup, tmp_path):
+    """A KILT-NQ `datasets` folder with --split validation: 10 documents by default, gold aliases per query id
+    (two ids with the same question keep their own answers), raw cross-encoder logits with the model's name."""
+    import datasets
+
+    from scaledown.data.schema import load_records
+    from scaledown.data.synthetic import make_records
+
+    t, models = setup
+    records = make_records(6, seed=0)
+    rows = [{"id": f"nq{i}", "input": r["query"], "output": [{"answer": r["answer"]}, {"answer": f"alt {i}"}]}
+            for i, r in enumerate(records)]
+    rows.append({"id": "nq-dup", "input": records[0]["query"], "output": [{"answer": "another answer"}]})
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "nq"))
+    common = ["--corpus", str(t / "corpus.jsonl"), "--splade", str(models["splade"]), "--cross-encoder",
+              str(models["ce"]), "--tokenizer", str(models["teacher"]), "--chunk-size", "4", "--shard-size", "40",
+              "--quiet"]
+    run_build(1, common + ["--queries", str(tmp_path / "nq"), "--split", "validation", "--teacher", "none",
+                           "--out", str(tmp_path / "eval")])
+    built = {r.id: r for r in load_records(tmp_path / "eval" / "dataset.jsonl", require_answer=False)}
+    assert set(built) == {f"nq{i}" for i in range(6)} | {"nq-dup"}
+    for i in range(6):
+        rec = built[f"nq{i}"]
+        assert rec.gold_answers == [records[i]["answer"], f"alt {i}"] and rec.answer is None
+        assert len(rec.documents) == 10 and rec.extra["reranking_model"] == str(models["ce"])
+    assert built["nq-dup"].gold_answers == ["another answer"]
+    # --teacher gold: the training answer is the query's own first alias, looked up by id, not by text.
+    run_build(1, common + ["--queries", str(tmp_path / "nq"), "--split", "validation", "--teacher", "gold",
+                           "--index", str(tmp_path / "eval" / "index"), "--out", str(tmp_path / "gold")])
+    gold = {r.id: r for r in load_records(tmp_path / "gold" / "dataset.jsonl")}
+    assert gold["nq0"].answer == records[0]["answer"] and gold["nq-dup"].answer == "another answer"
+    assert all(len(r.documents) == 10 for r in gold.values())

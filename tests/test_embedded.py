@@ -29,7 +29,7 @@ def test_embedded_source_is_real_text(tmp_path):
     assert not any(text.upper().startswith("#REDIRECT") or "'''" in text for _, _, text in docs)
     queries = read_queries(tmp_path / "queries.jsonl", problems)
     held_out = read_queries(tmp_path / "eval_queries.jsonl", problems)
-    assert len(queries) > 1000 and len(held_out) == 10 and all(q.answer for q in queries + held_out)
+    assert len(queries) > 1000 and len(held_out) == 10 and all(q.answers for q in queries + held_out)
     assert not {q.id for q in queries} & {q.id for q in held_out}
     first = json.loads((tmp_path / "queries.jsonl").read_text().splitlines()[0])
     assert first["query"].endswith("?")

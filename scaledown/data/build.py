@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scaledown.config import ModelConfig
+from scaledown.data import benchmarks, prompts
 from scaledown.data.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
 from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
 from scaledown.data.schema import atomic_write, write_jsonl
@@ -38,35 +38,39 @@ def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, t
     """One line per query: a training record, or {"id", "failed": reason}."""
     vectors = to_csr(encoder.encode_query([q.text for q in queries], batch_size=64), index.vocab_size)
     hits = index.search(vectors, args.retrieve_k if reranker else args.k)
-    lines, todo = {}, []
-    for q, found in zip(queries, hits):
-        if not found:
+    lines, found = {}, []
+    for q, rows in zip(queries, hits):
+        if rows:
+            found.append((q, [index.passages[row] for row, _ in rows]))
+        else:
             lines[q.id] = {"id": q.id, "failed": "empty retrieval (no passage shares a term with the query)"}
-            continue
-        docs = [index.passages[row] for row, _ in found]
-        scores = None
-        if reranker:
-            docs, scores = reranker.rerank(q.text, docs, args.k)
-        todo.append((q, docs[: args.k], scores))
-    answers = teacher_answers(teacher, todo)
+    if reranker:
+        ranked = reranker.rerank([q.text for q, _ in found], [docs for _, docs in found], args.k)
+        todo = [(q, docs, scores) for (q, _), (docs, scores) in zip(found, ranked)]
+    else:
+        todo = [(q, docs[: args.k], None) for q, docs in found]
+    answers = teacher_answers(teacher, todo) if teacher else [None] * len(todo)
     for (q, docs, scores), answer in zip(todo, answers):
-        if isinstance(answer, Exception) or not answer:
+        if teacher and (isinstance(answer, Exception) or not answer):
             reason = f"teacher error: {answer}" if isinstance(answer, Exception) else "teacher gave an empty answer"
             lines[q.id] = {"id": q.id, "failed": reason}
             continue
         rec = {"id": q.id, "query": q.text, "documents": [{"title": d["title"], "text": d["text"]} for d in docs],
-               "passage_ids": [d["id"] for d in docs], "answer": answer}
+               "passage_ids": [d["id"] for d in docs]}
+        if answer is not None:
+            rec["answer"] = answer
+        if q.answers:
+            rec["gold_answers"] = q.answers
         if scores is not None:
             rec["reranking_scores"] = scores
-        if q.answer is not None:
-            rec["gold_answer"] = q.answer
+            rec["reranking_model"] = reranker.name
         lines[q.id] = rec
     return [lines[q.id] for q in queries]
 
 
 def teacher_answers(teacher, items) -> list:
     """Answers for the whole batch; if the batch fails, query by query, so one bad query fails alone."""
-    pairs = [(q.text, docs) for q, docs, _ in items]
+    pairs = [(q, docs) for q, docs, _ in items]
     try:
         return teacher.answer(pairs)
     except Exception:  # noqa: BLE001 - any teacher error is recorded per query below
@@ -107,7 +111,7 @@ def merge(out: Path, query_ids: list[str], problems: Problems) -> dict:
     for f in failures:
         key = f["failed"].split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
-    answer_words = [len(r["answer"].split()) for r in records] or [0]
+    answer_words = [len(r["answer"].split()) for r in records if "answer" in r] or [0]
     stats = {"queries": len(query_ids), "records": len(records), "failures": len(failures),
              "failure_reasons": reasons, "bad_input_lines": problems.counts.get("bad_line", 0),
              "documents_per_query": statistics.mean(len(r["documents"]) for r in records) if records else 0,
@@ -141,7 +145,7 @@ def build(args) -> dict | None:
         barrier()
     index = SparseIndex(index_dir)
     if args.queries:
-        queries = read_queries(args.queries, problems, args.queries_format)
+        queries = read_queries(args.queries, problems, args.queries_format, args.split)
     else:
         from scaledown.data.corpus import Passage
 
@@ -156,12 +160,14 @@ def build(args) -> dict | None:
         reranker = CrossEncoderReranker(args.cross_encoder, trust_remote_code=args.trust_remote_code)
     from scaledown.data.teacher import GoldAnswers, HFTeacher, VLLMTeacher
 
-    if args.teacher == "gold":
-        teacher = GoldAnswers({q.text: q.answer for q in queries if q.answer})
+    if args.teacher == "none":
+        teacher = None
+    elif args.teacher == "gold":
+        teacher = GoldAnswers({q.id: q.answers for q in queries if q.answers})
     else:
         teacher_cls = VLLMTeacher if args.teacher_backend == "vllm" else HFTeacher
-        teacher = teacher_cls(args.teacher, args.instruction, args.max_new_tokens, args.teacher_batch_size,
-                              trust_remote_code=args.trust_remote_code)
+        teacher = teacher_cls(args.teacher, args.system_prompt, args.user_template, args.max_new_tokens,
+                              args.teacher_batch_size, trust_remote_code=args.trust_remote_code)
     chunks = [queries[i:i + args.chunk_size] for i in range(0, len(queries), args.chunk_size)]
     mine = [j for j in range(len(chunks)) if j % world == rank]
     done = skipped = 0
@@ -196,8 +202,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Build a ScaleDown training set (retrieve, rerank, teacher answers).")
     p.add_argument("--corpus", required=True, help="KILT JSONL, JSONL {id,title,text} or TSV id<TAB>text")
     p.add_argument("--corpus-format", default="auto", choices=["auto", "jsonl", "tsv"])
-    p.add_argument("--queries", default="", help="text (one per line), TSV qid<TAB>query, JSONL, datasets folder")
-    p.add_argument("--queries-format", default="auto", choices=["auto", "text", "tsv", "jsonl", "datasets"])
+    p.add_argument("--queries", default="",
+                   help="text (one per line), TSV qid<TAB>query, or JSONL / JSON / a datasets folder in one of the "
+                        "formats of scaledown/data/benchmarks.py (NQ, TriviaQA, HotpotQA, ASQA, PopQA, BioASQ, ...)")
+    p.add_argument("--queries-format", default="auto",
+                   choices=["auto", "text", "tsv", "jsonl", "datasets", *benchmarks.NAMES],
+                   help="auto: from the file name and the rows' fields")
+    p.add_argument("--split", default=None, help="split of a DatasetDict folder (train, dev, validation, test)")
     p.add_argument("--synthetic-queries", type=int, default=100, help="without --queries: made from the corpus")
     p.add_argument("--out", required=True)
     p.add_argument("--index", default="", help="index folder (default OUT/index); an existing one is reused")
@@ -205,28 +216,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-encoder", default="naver/trecdl22-crossencoder-debertav3",
                    help="CrossEncoder path or hub id; empty: no reranking")
     p.add_argument("--teacher", default="mistralai/Mistral-7B-Instruct-v0.2",
-                   help="causal LM path or hub id; 'gold': the query source's own answers, no teacher model")
+                   help="causal LM path or hub id; 'gold': each query's first gold answer, no teacher model; "
+                        "'none': no 'answer' field (evaluation sets, scored on their gold answers)")
     p.add_argument("--teacher-backend", default="hf", choices=["hf", "vllm"])
     p.add_argument("--teacher-batch-size", type=int, default=16)
     p.add_argument("--tokenizer", default="", help="for passage chunking (default: the teacher's)")
     p.add_argument("--passage-tokens", type=int, default=128)
-    p.add_argument("--retrieve-k", type=int, default=20, help="retrieved per query before reranking")
-    p.add_argument("--k", type=int, default=5, help="documents kept per query")
+    p.add_argument("--retrieve-k", type=int, default=50, help="retrieved per query before reranking (the paper: 50)")
+    p.add_argument("--k", type=int, default=None,
+                   help="documents kept per query (default: 5 for training sets, 10 for --split dev/validation/test)")
     p.add_argument("--chunk-size", type=int, default=256, help="queries per output chunk")
     p.add_argument("--shard-size", type=int, default=100_000, help="passages per index shard")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--instruction", default=ModelConfig.instruction)
+    p.add_argument("--system-prompt", default=prompts.SYSTEM_PROMPT, help="the teacher's system turn (the paper's)")
+    p.add_argument("--user-template", default=prompts.USER_TEMPLATE,
+                   help="the teacher's user turn, with {docs} and {question} (the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
+EVAL_SPLITS = ("dev", "validation", "test")
+
+
 def main(argv=None):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    return build(parser().parse_args(argv))
+    args = parser().parse_args(argv)
+    if args.k is None:
+        args.k = 10 if args.split in EVAL_SPLITS else 5
+    return build(args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Turn records into the compressor batch and the generator batch.
 
-Compressor rows (B x k of them, all compressed in one call), left-padded:
-    [bos] query \\n document(<= max_doc_tokens) <MEM0> ... <MEM{l-1}> [<RR>]
+Compressor rows (B x k of them, all compressed in one call), left-padded (prompts.py has the exact text):
+    decoder compressor: [bos] \\nQuery:\\n query Document:\\n document <MEM0> ... <MEM{l-1}> [<RR>]
+    encoder compressor: [CLS] query [SEP] document [SEP] <MEM0> ... <MEM{l-1}> [<RR>]
+with the query cut to max_query_tokens and the document to max_doc_tokens.
 Generator rows, left-padded, built with the tokenizer's chat template:
-    user:      instruction \\nBackground:\\n <MEM>*l \\n <MEM>*l \\n ... \\nQuestion: query
+    system:    the paper's system prompt (merged into the user turn where the template has no system role)
+    user:      Background:\\n <MEM>*l <MEM>*l ... \\n\\nQuestion: query
     assistant: answer </s>          (training only; labels are -100 everywhere else)
 The k*l `<MEM>` placeholders are overwritten with the compressed embeddings in the model. A record with fewer
 than k documents gets empty slots whose placeholders are masked out of the generator's attention.
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from scaledown.data.prompts import chat_prompt, split_template
 from scaledown.data.schema import Record
 
 MEMORY_TOKEN = "<MEM{}>"
@@ -25,15 +29,6 @@ IGNORE_INDEX = -100
 
 def memory_tokens(n: int) -> list[str]:
     return [MEMORY_TOKEN.format(i) for i in range(n)]
-
-
-def generator_messages(instruction: str, query: str, background: list[str], answer: str | None = None):
-    """The chat messages of the generator (and teacher) prompt; `background` holds one string per document."""
-    body = "".join(f"{doc}\n" for doc in background)
-    messages = [{"role": "user", "content": f"{instruction}\nBackground:\n{body}\nQuestion: {query}"}]
-    if answer is not None:
-        messages.append({"role": "assistant", "content": answer})
-    return messages
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +54,10 @@ class Collator:
     max_doc_tokens: int
     max_query_tokens: int
     max_answer_tokens: int
-    instruction: str
+    system_prompt: str
+    user_template: str
+    doc_separator: str
+    compressor_template: str
     num_documents: int | None = None
     """k; None uses the largest document count in the batch (inference)."""
     rerank: bool = False
@@ -70,10 +68,14 @@ class Collator:
         self.memory_ids = ctok.convert_tokens_to_ids(memory_tokens(self.num_memory_tokens))
         self.rerank_id = ctok.convert_tokens_to_ids(RERANK_TOKEN) if self.rerank else None
         self.placeholder_id = self.tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
-        self.comp_bos = [ctok.bos_token_id] if ctok.bos_token_id is not None else (
-            [ctok.cls_token_id] if ctok.cls_token_id is not None else [])
-        newline = ctok("\n", add_special_tokens=False)["input_ids"]
-        self.comp_sep = newline or ([ctok.sep_token_id] if ctok.sep_token_id is not None else [])
+        if ctok.cls_token_id is not None and ctok.sep_token_id is not None and ctok.bos_token_id is None:
+            # An encoder reads the (query, document) pair as its tokenizer encodes pairs.
+            cls, sep = [ctok.cls_token_id], [ctok.sep_token_id]
+            self.comp_pieces = (cls, sep, sep)
+        else:
+            bos = [ctok.bos_token_id] if ctok.bos_token_id is not None else []
+            head, middle, tail = split_template(self.compressor_template, "query", "document")
+            self.comp_pieces = (bos + self._ids(ctok, head), self._ids(ctok, middle), self._ids(ctok, tail))
 
     def _ids(self, tokenizer, text: str, limit: int | None = None) -> list[int]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -81,18 +83,21 @@ class Collator:
 
     def compressor_row(self, query: str, document: str) -> list[int]:
         ctok = self.compressor_tokenizer
-        tail = list(self.memory_ids) + ([self.rerank_id] if self.rerank else [])
+        head, middle, tail = self.comp_pieces
         doc = self._ids(ctok, document, self.max_doc_tokens) if document else []
-        return self.comp_bos + self._ids(ctok, query, self.max_query_tokens) + self.comp_sep + doc + tail
+        memory = list(self.memory_ids) + ([self.rerank_id] if self.rerank else [])
+        return head + self._ids(ctok, query, self.max_query_tokens) + middle + doc + tail + memory
+
+    def prompt(self, query: str, k: int) -> str:
+        """The generator prompt text with k memory slots, up to the assistant's turn."""
+        slots = "".join(PLACEHOLDER_TOKEN * self.num_memory_tokens + self.doc_separator for _ in range(k))
+        return chat_prompt(self.tokenizer, self.system_prompt, self.user_template.format(docs=slots, question=query))
 
     def generator_row(self, query: str, k: int, answer: str | None) -> tuple[list[int], list[int]]:
         """(input ids, labels) of one generator row."""
         tok = self.tokenizer
         query = tok.decode(self._ids(tok, query, self.max_query_tokens))
-        slots = [PLACEHOLDER_TOKEN * self.num_memory_tokens] * k
-        prompt = tok.apply_chat_template(generator_messages(self.instruction, query, slots),
-                                         tokenize=False, add_generation_prompt=True)
-        ids = self._ids(tok, prompt)
+        ids = self._ids(tok, self.prompt(query, k))
         labels = [IGNORE_INDEX] * len(ids)
         if answer is not None:
             answer_ids = self._ids(tok, answer, self.max_answer_tokens) + [tok.eos_token_id]

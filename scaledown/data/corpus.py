@@ -2,7 +2,8 @@
 
 Corpora: the KILT knowledge source (`{"wikipedia_id", "wikipedia_title", "text": [paragraphs]}` per line),
 generic JSONL (`{"id", "title", "text"}`) and TSV (`id<TAB>text`, the MS MARCO collection). Queries: a text file
-(one per line), TSV (`qid<TAB>query`), JSONL (`{"id", "query", "answer"?}`), or a `datasets` folder.
+(one per line), TSV (`qid<TAB>query`), or rows of JSONL, a JSON file or a `datasets` folder in any of the formats
+of scaledown/data/benchmarks.py (the paper's QA sets as users hold them), with their gold aliases.
 A bad line is logged with its file and line number, counted, and skipped: it never aborts a build.
 """
 
@@ -13,6 +14,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from scaledown.data.schema import DataError
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Passage:
 class Query:
     id: str
     text: str
-    answer: str | None = None
+    answers: list[str] = field(default_factory=list)
+    """Gold aliases (empty when the source has none)."""
 
 
 def _lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
@@ -118,42 +122,66 @@ def chunk_passages(documents, tokenizer, max_tokens: int = 128) -> Iterator[Pass
                 yield Passage(f"{doc_id}-{n}", title, piece)
 
 
-def read_queries(path: str | Path, problems: Problems, fmt: str = "auto") -> list[Query]:
-    """All queries (a query list fits in memory: 893k queries are about 50 MB)."""
-    path = Path(path)
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    queries: list[Query] = []
+def _rows(path: Path, fmt: str, split: str | None, problems: Problems) -> Iterator[tuple[str, object]]:
+    """(where, row) of a `datasets` folder, a JSON file (a list of rows or BioASQ's {"questions": [...]}) or JSONL."""
     if fmt == "datasets":
         import datasets
 
-        for i, row in enumerate(datasets.load_from_disk(str(path))):
-            text = row.get("query") or row.get("question")
-            if not isinstance(text, str) or not text.strip():
-                problems.add("bad_line", f"{path}: row {i}: field 'query': missing or empty")
-                continue
-            queries.append(Query(str(row.get("id", i)), text.strip(), row.get("answer")))
-        return queries
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise SystemExit(f"{path}: a DatasetDict with splits {sorted(data)}: choose one with --split")
+            data = data[split]
+        for i, row in enumerate(data):
+            yield f"{path}: row {i}", row
+        return
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError:
+            data = None  # JSON lines under a .json name: read line by line below
+        if data is not None:
+            if isinstance(data, dict):  # BioASQ's {"questions": [...]}, or a one-line JSONL file
+                data = data["questions"] if isinstance(data.get("questions"), list) else [data]
+            rows = data if isinstance(data, list) else [data]
+            for i, row in enumerate(rows):
+                yield f"{path}: item {i}", row
+            return
     for lineno, line in _lines(path, problems):
-        where = f"{path}:{lineno}"
-        if fmt == "text":
-            queries.append(Query(str(lineno), line.strip()))
-        elif fmt == "tsv":
+        try:
+            yield f"{path}:{lineno}", json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.add("bad_line", f"{path}:{lineno}: invalid JSON: {err.msg}")
+
+
+def read_queries(path: str | Path, problems: Problems, fmt: str = "auto", split: str | None = None) -> list[Query]:
+    """All queries (a query list fits in memory: 893k queries are about 50 MB), with gold aliases if any."""
+    from scaledown.data.benchmarks import NAMES, convert
+
+    path = Path(path)
+    if not path.exists():
+        raise SystemExit(f"{path}: no such queries file or folder")
+    kind = detect_format(path) if fmt in ("auto", *NAMES) else fmt
+    queries: list[Query] = []
+    if kind in ("text", "tsv"):
+        for lineno, line in _lines(path, problems):
+            if kind == "text":
+                queries.append(Query(str(lineno), line.strip()))
+                continue
             parts = line.split("\t")
             if len(parts) < 2 or not parts[1].strip():
-                problems.add("bad_line", f"{where}: expected 'qid<TAB>query'")
+                problems.add("bad_line", f"{path}:{lineno}: expected 'qid<TAB>query'")
                 continue
             queries.append(Query(parts[0].strip(), parts[1].strip()))
-        else:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.add("bad_line", f"{where}: invalid JSON: {err.msg}")
-                continue
-            text = obj.get("query") if isinstance(obj, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                problems.add("bad_line", f"{where}: field 'query': missing or empty")
-                continue
-            queries.append(Query(str(obj.get("id", lineno)), text.strip(), obj.get("answer")))
+        return queries
+    row_format = fmt if fmt in NAMES else "auto"
+    for position, (where, row) in enumerate(_rows(path, kind, split, problems)):
+        try:
+            qid, text, answers = convert(row, row_format, position)
+        except DataError as err:
+            problems.add("bad_line", f"{where}: {err}")
+            continue
+        queries.append(Query(qid, text, answers))
     return queries
 
 

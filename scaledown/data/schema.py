@@ -5,6 +5,7 @@ One record per query:
      "query": "who wrote ...",
      "documents": ["text", {"title": "...", "text": "..."}, ...],
      "answer": "the teacher's answer",             # optional at inference
+     "gold_answers": ["1960", "in 1960"],          # optional: gold aliases (a single string is accepted)
      "reranking_scores": [3.2, -1.0, ...]}         # optional: one cross-encoder score per document
 
 Records live in a JSONL file (one per line) or a Hugging Face `datasets` folder (`save_to_disk`). A bad record
@@ -31,6 +32,8 @@ class Record:
     answer: str | None = None
     reranking_scores: list[float] | None = None
     id: str = ""
+    gold_answers: list[str] | None = None
+    """Gold aliases (evaluation scores against these when present, else against `answer`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -40,6 +43,17 @@ def document_text(doc: str | dict[str, Any]) -> str:
         return doc
     title, text = doc.get("title") or "", doc.get("text") or ""
     return f"{title}\n{text}" if title else text
+
+
+def answer_list(value: Any, where: str) -> list[str]:
+    """Gold answers as a list of non-empty strings: a string, a number, or a (nested) list of them."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, list)):
+        raise DataError(f"{where}: expected a string, a number or a list of them, got {type(value).__name__}")
+    if isinstance(value, list):
+        out = [a for item in value for a in answer_list(item, where)]
+    else:
+        out = [value.strip() if isinstance(value, str) else str(value)]
+    return [a for a in out if a]
 
 
 def validate_record(obj: Any, where: str, require_answer: bool = True) -> Record:
@@ -86,9 +100,20 @@ def validate_record(obj: Any, where: str, require_answer: bool = True) -> Record
         if not all(math.isfinite(s) for s in scores):
             raise DataError(f"{where}: field 'reranking_scores': not finite")
         scores = [float(s) for s in scores]
+    gold = None
+    for key in ("gold_answers", "gold_answer"):  # gold_answer: the single-string field of earlier builds
+        if obj.get(key) is not None:
+            gold = answer_list(obj[key], f"{where}: field '{key}'")
+            if not gold:
+                raise DataError(f"{where}: field '{key}': no non-empty answer")
+            break
     rid = obj.get("id", "")
-    extra = {k: v for k, v in obj.items() if k not in ("id", "query", "documents", "answer", "reranking_scores")}
-    return Record(query=query, documents=texts, answer=answer, reranking_scores=scores, id=str(rid), extra=extra)
+    extra = {k: v for k, v in obj.items() if k not in _FIELDS}
+    return Record(query=query, documents=texts, answer=answer, reranking_scores=scores, id=str(rid),
+                  gold_answers=gold, extra=extra)
+
+
+_FIELDS = ("id", "query", "documents", "answer", "reranking_scores", "gold_answers", "gold_answer")
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:

@@ -1,15 +1,19 @@
 """Teacher answers and cross-encoder reranking for the dataset build.
 
-The teacher sees the same prompt shape as the generator in training (instruction, background documents as
-text, question: scaledown.data.collate.generator_messages) and answers greedily, batched with left padding;
-prompts are sorted by length first (length bucketing) so batches carry little padding.
+The teacher reads the paper's prompt (scaledown/data/prompts.py: the system turn, then "Background:" with one
+numbered "Document i:" line per document, then the question) and answers greedily, batched with left padding;
+prompts are sorted by length first (length bucketing) so batches carry little padding. Reranking scores are the
+cross-encoder's raw logits (no sigmoid), the targets the reference distils.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-from scaledown.data.collate import generator_messages
+from scaledown.data.corpus import Query
+from scaledown.data.prompts import SYSTEM_PROMPT, USER_TEMPLATE, chat_prompt, text_documents
 from scaledown.data.schema import document_text
 
 
@@ -30,48 +34,79 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
     return answers
 
 
+def local_device() -> torch.device:
+    """This process's GPU under torchrun (LOCAL_RANK), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(device)
+    return device
+
+
 class CrossEncoderReranker:
     """sentence-transformers' CrossEncoder: score (query, passage) pairs, keep the best `top_n`."""
 
-    def __init__(self, name_or_path: str, device: str | None = None, trust_remote_code: bool = False):
+    def __init__(self, name_or_path: str, device: str | None = None, trust_remote_code: bool = False,
+                 batch_size: int = 64):
         from sentence_transformers import CrossEncoder
 
-        self.model = CrossEncoder(name_or_path, device=device, trust_remote_code=trust_remote_code)
+        self.name = name_or_path
+        self.batch_size = batch_size
+        self.model = CrossEncoder(name_or_path, device=device or str(local_device()),
+                                  trust_remote_code=trust_remote_code)
 
-    def rerank(self, query: str, passages: list[dict], top_n: int) -> tuple[list[dict], list[float]]:
-        scores = self.model.predict([(query, document_text(p)) for p in passages], show_progress_bar=False)
-        order = sorted(range(len(passages)), key=lambda i: (-float(scores[i]), i))[:top_n]
-        return [passages[i] for i in order], [float(scores[i]) for i in order]
+    def rerank(self, queries: list[str], passages: list[list[dict]], top_n: int) -> list[tuple[list[dict], list]]:
+        """For each query, its best `top_n` passages and their raw logits; every pair of the chunk in one call."""
+        pairs = [(q, document_text(p)) for q, ps in zip(queries, passages) for p in ps]
+        if not pairs:
+            return [([], []) for _ in queries]
+        # Identity: the raw logits, not the model's default activation (a sigmoid for one-label models).
+        flat = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                  activation_fn=torch.nn.Identity())
+        out, start = [], 0
+        for ps in passages:
+            scores = [float(s) for s in flat[start:start + len(ps)]]
+            start += len(ps)
+            order = sorted(range(len(ps)), key=lambda i: (-scores[i], i))[:top_n]
+            out.append(([ps[i] for i in order], [scores[i] for i in order]))
+        return out
 
 
 class HFTeacher:
-    """A Hugging Face causal LM with a chat template, greedy decoding."""
+    """A Hugging Face causal LM with a chat template, greedy decoding, on this rank's GPU."""
 
-    def __init__(self, name_or_path: str, instruction: str, max_new_tokens: int = 128, batch_size: int = 8,
-                 dtype: str = "bfloat16", trust_remote_code: bool = False):
+    def __init__(self, name_or_path: str, system_prompt: str = SYSTEM_PROMPT, user_template: str = USER_TEMPLATE,
+                 max_new_tokens: int = 128, batch_size: int = 8, dtype: str = "bfloat16",
+                 trust_remote_code: bool = False):
         from scaledown.models.generator import load_causal_lm, load_tokenizer
 
         self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = dtype if device == "cuda" else "float32"
+        device = local_device()
+        dtype = dtype if device.type == "cuda" else "float32"
         self.model = load_causal_lm(name_or_path, dtype, trust_remote_code=trust_remote_code).to(device).eval()
-        self.instruction, self.max_new_tokens, self.batch_size = instruction, max_new_tokens, batch_size
+        self.system_prompt, self.user_template = system_prompt, user_template
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def prompt(self, query: str, documents: list[dict]) -> str:
-        background = [document_text(d) for d in documents]
-        return self.tokenizer.apply_chat_template(generator_messages(self.instruction, query, background),
-                                                  tokenize=False, add_generation_prompt=True)
+        docs = text_documents([document_text(d) for d in documents])
+        return chat_prompt(self.tokenizer, self.system_prompt, self.user_template.format(docs=docs, question=query))
 
-    def answer(self, items: list[tuple[str, list[dict]]]) -> list[str]:
-        prompts = [self.prompt(q, docs) for q, docs in items]
+    def answer(self, items: list[tuple[Query, list[dict]]]) -> list[str]:
+        prompts = [self.prompt(q.text, docs) for q, docs in items]
         return greedy_answers(self.model, self.tokenizer, prompts, self.max_new_tokens, self.batch_size)
 
 
 class VLLMTeacher(HFTeacher):
-    """The same prompts through vLLM (install it separately; used only when asked for)."""
+    """The same prompts through vLLM (install it separately; used only when asked for), one engine per process.
 
-    def __init__(self, name_or_path: str, instruction: str, max_new_tokens: int = 128, batch_size: int = 8,
-                 dtype: str = "bfloat16", trust_remote_code: bool = False):
+    Under torchrun each process pins itself to its LOCAL_RANK GPU before vLLM initialises CUDA. Prompts go in as
+    token ids: the chat template already wrote the BOS, and vLLM would add a second one to a text prompt."""
+
+    def __init__(self, name_or_path: str, system_prompt: str = SYSTEM_PROMPT, user_template: str = USER_TEMPLATE,
+                 max_new_tokens: int = 128, batch_size: int = 8, dtype: str = "bfloat16",
+                 trust_remote_code: bool = False):
+        if "LOCAL_RANK" in os.environ and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            os.environ["CUDA_VISIBLE_DEVICES"] = os.environ["LOCAL_RANK"]
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
@@ -81,21 +116,26 @@ class VLLMTeacher(HFTeacher):
         self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
         self.llm = LLM(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
         self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-        self.instruction, self.max_new_tokens, self.batch_size = instruction, max_new_tokens, batch_size
+        self.system_prompt, self.user_template = system_prompt, user_template
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def answer(self, items):
-        outputs = self.llm.generate([self.prompt(q, d) for q, d in items], self.params, use_tqdm=False)
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=self.tokenizer(self.prompt(q.text, d), add_special_tokens=False)
+                                ["input_ids"]) for q, d in items]
+        outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outputs]
 
 
 class GoldAnswers:
-    """No teacher model: each query's gold answer from the query source (quick runs, data with answers)."""
+    """No teacher model: each query's first gold answer, looked up by query id (quick runs, data with answers)."""
 
-    def __init__(self, answers: dict[str, str]):
+    def __init__(self, answers: dict[str, list[str]]):
         self.answers = answers
 
     def answer(self, items):
-        missing = [q for q, _ in items if not self.answers.get(q)]
+        missing = [q.id for q, _ in items if not self.answers.get(q.id)]
         if missing:
-            raise KeyError(f"no gold answer for query {missing[0]!r}")
-        return [self.answers[q] for q, _ in items]
+            raise KeyError(f"no gold answer for query id {missing[0]!r}")
+        return [self.answers[q.id][0] for q, _ in items]

@@ -1,0 +1,57 @@
+"""The paper's prompts (OSCAR, arXiv 2504.07109, appendix; NAVER's bergen is the reference implementation).
+
+Generator (compressed), teacher and uncompressed baseline share one chat prompt:
+    system: SYSTEM_PROMPT
+    user:   "Background:\\n{docs}\\n\\nQuestion: {question}"
+`docs` is, for the compressed generator, the k memory slots (l placeholders each, each slot followed by
+`doc_separator`, empty in the reference); for the teacher and the uncompressed baseline, one line
+"Document i: text\\n" per document (whitespace collapsed). Chat templates without a system role (Mistral-Instruct
+v0.2 raises; others drop it silently) get the system text merged into the user turn: "system\\nuser", as the
+reference does. The compressor reads COMPRESSOR_TEMPLATE (decoder compressors) or `[CLS] query [SEP] document
+[SEP]` (encoders), followed by the memory tokens.
+"""
+
+from __future__ import annotations
+
+from jinja2.exceptions import TemplateError
+
+SYSTEM_PROMPT = ("You are a helpful assistant. Your task is to extract relevant information from provided documents "
+                 "and to answer to questions as briefly as possible.")
+USER_TEMPLATE = "Background:\n{docs}\n\nQuestion: {question}"
+COMPRESSOR_TEMPLATE = "\nQuery:\n{query}Document:\n{document}"
+# Prompts without a chat template (base LMs): the reference appends this after the user text.
+RESPONSE_CUE = "\nResponse:\n"
+
+
+def text_documents(documents: list[str]) -> str:
+    """The teacher's (and uncompressed baseline's) background: numbered lines, empty documents skipped."""
+    docs = [" ".join(d.split()) for d in documents if d.strip()]
+    return "".join(f"Document {i}: {d}\n" for i, d in enumerate(docs, start=1))
+
+
+def chat_prompt(tokenizer, system: str, user: str) -> str:
+    """The prompt text up to the assistant's turn, rendered with the tokenizer's chat template."""
+    if tokenizer.chat_template is None:
+        return (tokenizer.bos_token or "") + (f"{system}\n" if system else "") + user + RESPONSE_CUE
+    if system:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if system in text:
+                return text
+        except TemplateError:
+            pass  # "roles must alternate" / "system role not supported": merge as below
+        user = f"{system}\n{user}"
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def split_template(template: str, *fields: str) -> list[str]:
+    """The literal pieces around `{field}`s, in order: "a{x}b{y}c" -> ["a", "b", "c"]."""
+    pieces, rest = [], template
+    for name in fields:
+        head, sep, rest = rest.partition("{" + name + "}")
+        if not sep:
+            raise ValueError(f"template {template!r} has no {{{name}}} (fields in order: {list(fields)})")
+        pieces.append(head)
+    return pieces + [rest]
