@@ -21,6 +21,14 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or inconsistent with another one."""
 
 
+def _at_least(section: str, obj, minimum: float, *names: str) -> None:
+    """Every named field of `obj` must be a number >= minimum; the error names the field and its value."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+            raise ConfigError(f"{section}.{name}={value!r}: must be a number >= {minimum}")
+
+
 @dataclass
 class ModelConfig:
     generator: str = "mistralai/Mistral-7B-Instruct-v0.2"
@@ -73,11 +81,11 @@ class ModelConfig:
             raise ConfigError(f"model.compressor={self.compressor!r}: expected 'n_layers' or 'encoder'")
         if self.compressor == "encoder" and not self.encoder:
             raise ConfigError("model.compressor='encoder' needs model.encoder (a path or hub id)")
-        if self.compressor_layers < 1:
-            raise ConfigError(f"model.compressor_layers={self.compressor_layers}: must be >= 1")
-        for name in ("num_memory_tokens", "max_doc_tokens", "max_query_tokens", "max_answer_tokens", "lora_r"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 1")
+        _at_least("model", self, 1, "compressor_layers", "num_memory_tokens", "max_doc_tokens", "max_query_tokens",
+                  "max_answer_tokens", "lora_r", "projection_hidden")
+        _at_least("model", self, 0, "rerank_weight")
+        if not self.lora_alpha > 0:
+            raise ConfigError(f"model.lora_alpha={self.lora_alpha}: must be > 0")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"model.lora_dropout={self.lora_dropout}: must be in [0, 1)")
         if self.dtype not in ("bfloat16", "float16", "float32"):
@@ -108,9 +116,8 @@ class DataConfig:
     """DataLoader worker processes per rank."""
 
     def __post_init__(self):
-        for name in ("num_documents", "eval_num_documents"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"data.{name}={getattr(self, name)}: must be >= 1")
+        _at_least("data", self, 1, "num_documents", "eval_num_documents")
+        _at_least("data", self, 0, "max_eval_examples", "num_workers")
 
 
 @dataclass
@@ -134,6 +141,11 @@ class OptimConfig:
                               f"lr_compressor={self.lr_compressor})")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"optim.warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+        _at_least("optim", self, 0, "weight_decay", "max_grad_norm")
+        if not self.eps > 0:
+            raise ConfigError(f"optim.eps={self.eps}: must be > 0")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)}: expected two numbers in [0, 1)")
 
 
 @dataclass
@@ -156,16 +168,23 @@ class TrainConfig:
     keep_last: int = 3
     """Checkpoints to keep on disk."""
     resume: str = "auto"
-    """`auto` (latest complete checkpoint in output_dir, if any), `none`, or a step-* folder."""
+    """`auto` (the newest checkpoint in output_dir whose manifest verifies, if any), `none`, or a step-* folder."""
+    resume_changes: str = "refuse"
+    """A resume whose exactness settings (global batch, seed, data, schedule, LRs) differ from the checkpoint's:
+    `refuse` (the differences are listed), or `allow` (they are applied and recorded in resume_changes.jsonl)."""
     gradient_checkpointing: bool = False
     """Recompute the generator's and the compressor's layer activations in backward: less memory, more compute."""
     max_eval_new_tokens: int = 128
     """New tokens per answer in evaluation (the paper: 128)."""
 
     def __post_init__(self):
-        for name in ("global_batch_size", "micro_batch_size", "log_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        if not str(self.output_dir).strip():
+            raise ConfigError("train.output_dir is empty: name the run folder (checkpoints, logs and the export "
+                              "go there)")
+        _at_least("train", self, 1, "global_batch_size", "micro_batch_size", "log_every", "keep_last")
+        _at_least("train", self, 0, "epochs", "max_steps", "eval_every", "save_every", "max_eval_new_tokens")
+        if self.resume_changes not in ("refuse", "allow"):
+            raise ConfigError(f"train.resume_changes={self.resume_changes!r}: expected refuse or allow")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError(f"train.epochs={self.epochs} and train.max_steps={self.max_steps}: set one > 0")
 
@@ -220,6 +239,22 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_paths(self) -> None:
+        """Before anything loads: every local path the run reads must exist (hub ids are left to the hub)."""
+        paths = {"data.train_path": self.data.train_path, "data.eval_path": self.data.eval_path,
+                 "model.generator": self.model.generator}
+        if self.model.compressor == "encoder":
+            paths["model.encoder"] = self.model.encoder
+        if self.engine.backend == "deepspeed":
+            paths["engine.deepspeed_config"] = self.engine.deepspeed_config
+        if self.engine.backend == "neuron":
+            paths["engine.neuron_config"] = self.engine.neuron_config
+        if not self.data.train_path:
+            raise ConfigError("data.train_path is empty: name the training records (JSONL or a datasets folder)")
+        for name, value in paths.items():
+            if value and not Path(value).exists() and (name.startswith(("data.", "engine.")) or _looks_local(value)):
+                raise ConfigError(f"{name}={value}: no such file or folder")
+
     def save(self, path: str | Path) -> None:
         data = self.to_dict()
         data["optim"]["betas"] = list(data["optim"]["betas"])
@@ -240,6 +275,11 @@ class Config:
             values = {k: _coerce(v, types[k], f"{source}: {name}.{k}") for k, v in (values or {}).items()}
             kwargs[name] = section_cls(**values)
         return cls(**kwargs)
+
+
+def _looks_local(name: str) -> bool:
+    """A filesystem path rather than a hub id (`org/name`): absolute, relative with ./ ~, or deeper than one /."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _coerce(value: Any, annotation: str, where: str) -> Any:

@@ -24,7 +24,6 @@ from collections import Counter
 
 import torch
 
-from scaledown.data.prompts import chat_prompt, text_documents
 from scaledown.data.schema import Record
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -188,11 +187,11 @@ def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_
 def generate_uncompressed(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32,
                           num_documents: int | None = None) -> list[str]:
     """The baseline: the base generator (LoRA off) reading the documents as text, in the teacher's prompt."""
-    from scaledown.data.teacher import greedy_answers
+    from scaledown.data.teacher import greedy_answers, teacher_prompt
 
     c = model.config
-    prompts = [chat_prompt(model.tokenizer, c.system_prompt, c.user_template.format(
-        docs=text_documents(r.documents[:num_documents]), question=r.query)) for r in records]
+    prompts = [teacher_prompt(model.tokenizer, c.system_prompt, c.user_template, r.query, r.documents[:num_documents])
+               for r in records]
     with model.generator.disable_adapter():
         return greedy_answers(model.generator, model.tokenizer, prompts, max_new_tokens, batch_size)
 

@@ -121,6 +121,7 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -
 
 
 def train(cfg: Config) -> dict:
+    cfg.check_paths()
     engine = build_engine(cfg)
     engine.setup()
     print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)

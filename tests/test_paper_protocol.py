@@ -69,7 +69,8 @@ def test_teacher_and_uncompressed_prompt_number_the_documents(tiny_generator):
 
     teacher = HFTeacher(tiny_generator)
     teacher.tokenizer.chat_template = CHATML_TEMPLATE
-    prompt = teacher.prompt("Who?", [{"title": "T", "text": "a  b\nc"}, {"title": "", "text": "   "}, "x"])
+    docs = [{"title": "T", "text": "a  b\nc"}, {"title": "", "text": "   "}, "x"]
+    prompt = teacher.tokenizer.decode(teacher.prompt("Who?", docs))
     assert prompt == ("<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\nBackground:\n"
                       "Document 1: T a b c\nDocument 2: x\n\n\nQuestion: Who?<|im_end|>\n<|im_start|>assistant\n")
     assert text_documents([]) == ""

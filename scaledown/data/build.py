@@ -151,8 +151,6 @@ def build(args) -> dict | None:
 
         queries = synthetic_queries([Passage(**p) for p in index.passages], args.synthetic_queries, args.seed)
     ids = [q.id for q in queries]
-    if len(set(ids)) != len(ids):
-        raise SystemExit(f"{args.queries}: query ids are not unique")
     reranker = None
     if args.cross_encoder:
         from scaledown.data.teacher import CrossEncoderReranker

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scaledown.data.prompts import chat_prompt, split_template
+from scaledown.data.prompts import chat_prompt, encode_chat, encode_text, split_template
 from scaledown.data.schema import Record
 
 MEMORY_TOKEN = "<MEM{}>"
@@ -74,33 +74,35 @@ class Collator:
             self.comp_pieces = (cls, sep, sep)
         else:
             bos = [ctok.bos_token_id] if ctok.bos_token_id is not None else []
-            head, middle, tail = split_template(self.compressor_template, "query", "document")
-            self.comp_pieces = (bos + self._ids(ctok, head), self._ids(ctok, middle), self._ids(ctok, tail))
-
-    def _ids(self, tokenizer, text: str, limit: int | None = None) -> list[int]:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[:limit] if limit else ids
+            head, middle, tail = (ctok(piece, add_special_tokens=False)["input_ids"]
+                                  for piece in split_template(self.compressor_template, "query", "document"))
+            self.comp_pieces = (bos + head, middle, tail)
 
     def compressor_row(self, query: str, document: str) -> list[int]:
         ctok = self.compressor_tokenizer
         head, middle, tail = self.comp_pieces
-        doc = self._ids(ctok, document, self.max_doc_tokens) if document else []
+        # Queries and documents are data: a `<MEM0>` or `</s>` in them stays text (encode_text).
+        doc = encode_text(ctok, document, self.max_doc_tokens) if document else []
         memory = list(self.memory_ids) + ([self.rerank_id] if self.rerank else [])
-        return head + self._ids(ctok, query, self.max_query_tokens) + middle + doc + tail + memory
+        return head + encode_text(ctok, query, self.max_query_tokens) + middle + doc + tail + memory
+
+    def slots(self, k: int) -> str:
+        return "".join(PLACEHOLDER_TOKEN * self.num_memory_tokens + self.doc_separator for _ in range(k))
 
     def prompt(self, query: str, k: int) -> str:
         """The generator prompt text with k memory slots, up to the assistant's turn."""
-        slots = "".join(PLACEHOLDER_TOKEN * self.num_memory_tokens + self.doc_separator for _ in range(k))
-        return chat_prompt(self.tokenizer, self.system_prompt, self.user_template.format(docs=slots, question=query))
+        return chat_prompt(self.tokenizer, self.system_prompt,
+                           self.user_template.format(docs=self.slots(k), question=query))
 
     def generator_row(self, query: str, k: int, answer: str | None) -> tuple[list[int], list[int]]:
-        """(input ids, labels) of one generator row."""
+        """(input ids, labels) of one generator row; the query and the answer are tokenized as text."""
         tok = self.tokenizer
-        query = tok.decode(self._ids(tok, query, self.max_query_tokens))
-        ids = self._ids(tok, self.prompt(query, k))
+        query = tok.decode(encode_text(tok, query, self.max_query_tokens))
+        ids = encode_chat(tok, self.system_prompt, self.user_template, {"docs": self.slots(k), "question": query},
+                          user_fields=("question",))
         labels = [IGNORE_INDEX] * len(ids)
         if answer is not None:
-            answer_ids = self._ids(tok, answer, self.max_answer_tokens) + [tok.eos_token_id]
+            answer_ids = encode_text(tok, answer, self.max_answer_tokens) + [tok.eos_token_id]
             ids += answer_ids
             labels += answer_ids
         return ids, labels
@@ -113,7 +115,7 @@ class Collator:
         scores = torch.zeros(len(records), k, dtype=torch.float32)
         for b, rec in enumerate(records):
             docs = rec.documents[:k]
-            doc_mask[b, :len(docs)] = True
+            doc_mask[b, :len(docs)] = torch.tensor([bool(d.strip()) for d in docs])  # empty text: a masked slot
             if rec.reranking_scores is not None:
                 scores[b, :len(docs)] = torch.tensor(rec.reranking_scores[:k])
             for j in range(k):

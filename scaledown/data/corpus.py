@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from scaledown.data.schema import DataError
+from scaledown.data.schema import DataError, check_unicode
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\n").rstrip("\r")
             except UnicodeDecodeError as err:
                 problems.add("bad_line", f"{path}:{lineno}: invalid UTF-8 at byte {err.start}")
                 continue
@@ -74,8 +74,17 @@ def detect_format(path: Path) -> str:
 
 
 def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iterator[tuple[str, str, str]]:
-    """(document id, title, text) for each document, streamed line by line."""
-    path = Path(path)
+    """(document id, title, text) for each document, streamed line by line; invalid Unicode is a bad line."""
+    for where, doc_id, title, text in _corpus_rows(Path(path), problems, fmt):
+        try:
+            check_unicode([title, text], where, "text")
+        except DataError as err:
+            problems.add("bad_line", str(err))
+            continue
+        yield doc_id, title, text
+
+
+def _corpus_rows(path: Path, problems: Problems, fmt: str) -> Iterator[tuple[str, str, str, str]]:
     fmt = detect_format(path) if fmt == "auto" else fmt
     for lineno, line in _lines(path, problems):
         where = f"{path}:{lineno}"
@@ -84,7 +93,7 @@ def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iter
             if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
                 problems.add("bad_line", f"{where}: expected 'id<TAB>text'")
                 continue
-            yield parts[0].strip(), "", parts[1].strip()
+            yield where, parts[0].strip(), "", parts[1].strip()
             continue
         try:
             obj = json.loads(line)
@@ -101,13 +110,13 @@ def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iter
                 continue
             # KILT's first paragraph repeats the title.
             body = "\n".join(p.strip() for p in paragraphs[1:] if p.strip())
-            yield str(obj["wikipedia_id"]), str(obj.get("wikipedia_title") or ""), body
+            yield where, str(obj["wikipedia_id"]), str(obj.get("wikipedia_title") or ""), body
         else:
             text = obj.get("text")
             if obj.get("id") is None or not isinstance(text, str) or not text.strip():
                 problems.add("bad_line", f"{where}: fields 'id' and 'text' (a non-empty string) are required")
                 continue
-            yield str(obj["id"]), str(obj.get("title") or ""), text
+            yield where, str(obj["id"]), str(obj.get("title") or ""), text
 
 
 def chunk_passages(documents, tokenizer, max_tokens: int = 128) -> Iterator[Passage]:
@@ -156,33 +165,53 @@ def _rows(path: Path, fmt: str, split: str | None, problems: Problems) -> Iterat
 
 def read_queries(path: str | Path, problems: Problems, fmt: str = "auto", split: str | None = None) -> list[Query]:
     """All queries (a query list fits in memory: 893k queries are about 50 MB), with gold aliases if any."""
-    from scaledown.data.benchmarks import NAMES, convert
+    from scaledown.data.benchmarks import NAMES
 
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"{path}: no such queries file or folder")
     kind = detect_format(path) if fmt in ("auto", *NAMES) else fmt
-    queries: list[Query] = []
     if kind in ("text", "tsv"):
-        for lineno, line in _lines(path, problems):
-            if kind == "text":
-                queries.append(Query(str(lineno), line.strip()))
-                continue
-            parts = line.split("\t")
-            if len(parts) < 2 or not parts[1].strip():
-                problems.add("bad_line", f"{path}:{lineno}: expected 'qid<TAB>query'")
-                continue
-            queries.append(Query(parts[0].strip(), parts[1].strip()))
-        return queries
-    row_format = fmt if fmt in NAMES else "auto"
-    for position, (where, row) in enumerate(_rows(path, kind, split, problems)):
-        try:
-            qid, text, answers = convert(row, row_format, position)
-        except DataError as err:
-            problems.add("bad_line", f"{where}: {err}")
-            continue
-        queries.append(Query(qid, text, answers))
+        found = (_text_query(path, kind, lineno, line, problems) for lineno, line in _lines(path, problems))
+    else:
+        row_format = fmt if fmt in NAMES else "auto"
+        found = (_row_query(where, row, row_format, position, problems)
+                 for position, (where, row) in enumerate(_rows(path, kind, split, problems)))
+    queries, first_seen = [], {}
+    for where, query in filter(None, found):
+        if query.id in first_seen:
+            raise SystemExit(f"{where}: query id {query.id!r} repeats the query at {first_seen[query.id]}")
+        first_seen[query.id] = where
+        queries.append(query)
     return queries
+
+
+def _text_query(path: Path, kind: str, lineno: int, line: str, problems: Problems) -> tuple[str, Query] | None:
+    where = f"{path}:{lineno}"
+    if kind == "text":
+        return where, Query(str(lineno), line.strip())
+    parts = line.split("\t")
+    if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+        problems.add("bad_line", f"{where}: expected 'qid<TAB>query'")
+        return None
+    return where, Query(parts[0].strip(), parts[1].strip())
+
+
+def _row_query(where: str, row, fmt: str, position: int, problems: Problems) -> tuple[str, Query] | None:
+    from scaledown.data.benchmarks import convert
+
+    try:
+        qid, text, answers = convert(row, fmt, position)
+    except DataError as err:
+        problems.add("bad_line", f"{where}: {err}")
+        return None
+    try:
+        check_unicode(text, where, "query")
+        check_unicode(answers, where, "answers")
+    except DataError as err:
+        problems.add("bad_line", str(err))
+        return None
+    return where, Query(qid, text, answers)
 
 
 def synthetic_queries(passages: list[Passage], n: int, seed: int = 0) -> list[Query]:

@@ -13,6 +13,8 @@ reference does. The compressor reads COMPRESSOR_TEMPLATE (decoder compressors) o
 
 from __future__ import annotations
 
+import re
+
 from jinja2.exceptions import TemplateError
 
 SYSTEM_PROMPT = ("You are a helpful assistant. Your task is to extract relevant information from provided documents "
@@ -55,3 +57,38 @@ def split_template(template: str, *fields: str) -> list[str]:
             raise ValueError(f"template {template!r} has no {{{name}}} (fields in order: {list(fields)})")
         pieces.append(head)
     return pieces + [rest]
+
+
+def special_strings(tokenizer) -> list[str]:
+    """Every string the tokenizer turns into one special or added token (`</s>`, `<MEM>`, `<RR>`, ...)."""
+    return sorted(set(tokenizer.all_special_tokens) | set(tokenizer.added_tokens_encoder), key=len, reverse=True)
+
+
+def encode_text(tokenizer, text: str, limit: int | None = None) -> list[int]:
+    """Token ids of user text (a query, a document, an answer): special-token strings in it stay text."""
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return ids[:limit] if limit else ids
+
+
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+def encode_chat(tokenizer, system: str, user_template: str, fields: dict[str, str], user_fields: tuple[str, ...],
+                ) -> list[int]:
+    """Token ids of `chat_prompt(system, user_template.format(**fields))`, where the `user_fields` are data:
+    should one spell a special token (`</s>`, `<MEM>`), it is cut out with a sentinel and tokenized as text.
+    Prompts without such strings (all real ones) are tokenized whole, exactly as the reference does."""
+    specials = special_strings(tokenizer)
+    unsafe = [name for name in user_fields if any(sp in fields[name] for sp in specials)]
+    if not unsafe:
+        return tokenizer(chat_prompt(tokenizer, system, user_template.format(**fields)),
+                         add_special_tokens=False)["input_ids"]
+    marked = dict(fields, **{name: f"\ue000{i}\ue001" for i, name in enumerate(unsafe)})
+    pieces = _SENTINEL.split(chat_prompt(tokenizer, system, user_template.format(**marked)))
+    ids: list[int] = []
+    for j, piece in enumerate(pieces):  # template text, sentinel index, template text, ...
+        if j % 2:
+            ids += encode_text(tokenizer, fields[unsafe[int(piece)]])
+        elif piece:
+            ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return ids

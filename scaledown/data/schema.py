@@ -56,10 +56,34 @@ def answer_list(value: Any, where: str) -> list[str]:
     return [a for a in out if a]
 
 
-def validate_record(obj: Any, where: str, require_answer: bool = True) -> Record:
-    """Check one decoded record; `where` is `file:line` for the error messages."""
+def check_unicode(value: Any, where: str, name: str) -> None:
+    """Strings must be valid Unicode: JSON's `\\ud800` escapes decode to lone surrogates no tokenizer takes."""
+    texts = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    for text in texts:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(f"{where}: field '{name}': invalid Unicode (a lone surrogate at character "
+                                f"{err.start})") from None
+
+
+def record_id(obj: dict, where: str, default: str) -> str:
+    """The record's id: a non-empty string or an integer; `default` (its line or row) when the key is absent."""
+    if "id" not in obj:
+        return default
+    rid = obj["id"]
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
+        raise DataError(f"{where}: field 'id': expected a non-empty string or an integer, got {rid!r}")
+    return str(rid)
+
+
+def validate_record(obj: Any, where: str, require_answer: bool = True, default_id: str = "") -> Record:
+    """Check one decoded record; `where` is `file:line` for the error messages. Empty documents are kept as
+    empty strings: the collator masks them like missing ones."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: record must be a JSON object, got {type(obj).__name__}")
+    rid = record_id(obj, where, default_id)
     query = obj.get("query")
     if not isinstance(query, str):
         raise DataError(f"{where}: field 'query': expected a string, got {type(query).__name__}")
@@ -83,7 +107,10 @@ def validate_record(obj: Any, where: str, require_answer: bool = True) -> Record
             raise DataError(f"{where}: field 'documents[{i}]': expected a string or {{title, text}}, "
                             f"got {type(doc).__name__}")
         texts.append(document_text(doc))
+        check_unicode(texts[-1], where, f"documents[{i}]")
+    check_unicode(query, where, "query")
     answer = obj.get("answer")
+    check_unicode(answer, where, "answer")
     if answer is None and require_answer:
         raise DataError(f"{where}: field 'answer': missing (training records need the teacher's answer)")
     if answer is not None and not isinstance(answer, str):
@@ -104,10 +131,10 @@ def validate_record(obj: Any, where: str, require_answer: bool = True) -> Record
     for key in ("gold_answers", "gold_answer"):  # gold_answer: the single-string field of earlier builds
         if obj.get(key) is not None:
             gold = answer_list(obj[key], f"{where}: field '{key}'")
+            check_unicode(gold, where, key)
             if not gold:
                 raise DataError(f"{where}: field '{key}': no non-empty answer")
             break
-    rid = obj.get("id", "")
     extra = {k: v for k, v in obj.items() if k not in _FIELDS}
     return Record(query=query, documents=texts, answer=answer, reranking_scores=scores, id=str(rid),
                   gold_answers=gold, extra=extra)
@@ -121,7 +148,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a byte-order mark is not data
             except UnicodeDecodeError as err:
                 raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}") from None
             if not line.strip():
@@ -137,19 +164,19 @@ def load_records(path: str | Path, require_answer: bool = True) -> list[Record]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    records = []
     if path.is_dir():
         import datasets  # a `datasets` folder needs the package; JSONL does not
 
-        for i, row in enumerate(datasets.load_from_disk(str(path))):
-            rec = validate_record(row, f"{path}: row {i}", require_answer)
-            rec.id = rec.id or str(i)
-            records.append(rec)
+        rows = ((f"{path}: row {i}", str(i), row) for i, row in enumerate(datasets.load_from_disk(str(path))))
     else:
-        for lineno, obj in iter_jsonl(path):
-            rec = validate_record(obj, f"{path}:{lineno}", require_answer)
-            rec.id = rec.id or str(lineno)
-            records.append(rec)
+        rows = ((f"{path}:{lineno}", str(lineno), obj) for lineno, obj in iter_jsonl(path))
+    records, first_seen = [], {}
+    for where, position, obj in rows:
+        rec = validate_record(obj, where, require_answer, default_id=position)
+        if rec.id in first_seen:
+            raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}")
+        first_seen[rec.id] = where
+        records.append(rec)
     if not records:
         raise DataError(f"{path}: no records")
     return records

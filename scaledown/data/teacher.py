@@ -13,18 +13,18 @@ import os
 import torch
 
 from scaledown.data.corpus import Query
-from scaledown.data.prompts import SYSTEM_PROMPT, USER_TEMPLATE, chat_prompt, text_documents
+from scaledown.data.prompts import SYSTEM_PROMPT, USER_TEMPLATE, encode_chat, text_documents
 from scaledown.data.schema import document_text
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers to chat-templated prompts, batched with left padding, shortest prompts batched together."""
+def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers to tokenized prompts, batched with left padding, shortest prompts batched together."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer.pad({"input_ids": [prompts[i] for i in idx]}, return_tensors="pt")
         enc = {k: v.to(model.device) for k, v in enc.items()}
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
                              top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -32,6 +32,12 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
         for i, text in zip(idx, texts):
             answers[i] = text.strip()
     return answers
+
+
+def teacher_prompt(tokenizer, system_prompt: str, user_template: str, query: str, documents: list[str]) -> list[int]:
+    """The paper's prompt with the documents as numbered text lines (the teacher, the uncompressed baseline)."""
+    fields = {"docs": text_documents(documents), "question": query}
+    return encode_chat(tokenizer, system_prompt, user_template, fields, user_fields=("docs", "question"))
 
 
 def local_device() -> torch.device:
@@ -87,9 +93,10 @@ class HFTeacher:
         self.system_prompt, self.user_template = system_prompt, user_template
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
-    def prompt(self, query: str, documents: list[dict]) -> str:
-        docs = text_documents([document_text(d) for d in documents])
-        return chat_prompt(self.tokenizer, self.system_prompt, self.user_template.format(docs=docs, question=query))
+    def prompt(self, query: str, documents: list) -> list[int]:
+        """Token ids of the teacher's prompt; the query and documents are tokenized as text."""
+        return teacher_prompt(self.tokenizer, self.system_prompt, self.user_template, query,
+                              [document_text(d) for d in documents])
 
     def answer(self, items: list[tuple[Query, list[dict]]]) -> list[str]:
         prompts = [self.prompt(q.text, docs) for q, docs in items]
@@ -122,8 +129,7 @@ class VLLMTeacher(HFTeacher):
     def answer(self, items):
         from vllm.inputs import TokensPrompt
 
-        prompts = [TokensPrompt(prompt_token_ids=self.tokenizer(self.prompt(q.text, d), add_special_tokens=False)
-                                ["input_ids"]) for q, d in items]
+        prompts = [TokensPrompt(prompt_token_ids=self.prompt(q.text, d)) for q, d in items]
         outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outputs]
 
