@@ -240,3 +240,50 @@ def test_eval_set_build_from_a_benchmark_folder_keeps_gold_aliases_by_id(setup, 
     gold = {r.id: r for r in load_records(tmp_path / "gold" / "dataset.jsonl")}
     assert gold["nq0"].answer == records[0]["answer"] and gold["nq-dup"].answer == "another answer"
     assert all(len(r.documents) == 10 for r in gold.values())
+
+
+def run_build_expecting_failure(args, timeout=600):
+    cmd = [sys.executable, str(ROOT / "launchers" / "build_dataset.py"), *args]
+    run = subprocess.run(cmd, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode != 0, run.stdout[-2000:]
+    return run.stderr
+
+
+def test_restarts_redo_what_changed_and_refuse_other_settings(setup, tmp_path):
+    """Edited queries (same ids) are rebuilt, not kept; another k or corpus is refused with the difference
+    named until --force-rebuild; a corpus with no good passage and a build whose every query fails exit non-zero
+    without marking anything complete."""
+    t, models = setup
+    queries = tmp_path / "q.tsv"
+    queries.write_text("".join(f"q{i}\twhat is the capital of place {i}\n" for i in range(6)))
+    args = args_for(t, models, tmp_path / "out", k=2)
+    args[args.index("--queries") + 1] = str(queries)
+    run_build(1, args)
+    queries.write_text(queries.read_text().replace("place 4", "the river"))
+    run = run_build(1, args)
+    assert "1 of them redone" in run.stdout and "1 already done" in run.stdout
+    rows = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "out" / "dataset.jsonl").read_text().split("\n")
+            if x}
+    assert rows["q4"]["query"] == "what is the capital of the river"
+    k3 = [a if a != "2" or args[i - 1] != "--k" else "3" for i, a in enumerate(args)]
+    err = run_build_expecting_failure(k3)
+    assert "build.json: this build was made with other settings" in err and "k: 2 -> 3" in err
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text((t / "corpus.jsonl").read_text() + json.dumps({"id": "new", "text": "new text"}) + "\n")
+    other = [str(corpus) if a == str(t / "corpus.jsonl") else a for a in args]
+    err = run_build_expecting_failure(other)
+    assert "index/FINGERPRINT.json: this index was made with other settings" in err and "corpus.size" in err
+    run_build(1, other + ["--force-rebuild"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('[{"id": "1", "title": "t", "text": "a JSON list, not lines"}]\n')
+    empty = [str(bad) if a == str(t / "corpus.jsonl") else a for a in args]
+    empty[empty.index("--out") + 1] = str(tmp_path / "empty")
+    err = run_build_expecting_failure(empty)
+    assert "bad.jsonl: no good passages (1 bad lines)" in err and "bad.jsonl:1: expected a JSON object" in err
+    assert not (tmp_path / "empty" / "index" / "COMPLETE").exists()
+    failing = [a for a in args if a != str(models["teacher"])]
+    failing[failing.index("--teacher") + 1: failing.index("--teacher") + 1] = ["gold"]
+    failing += ["--tokenizer", str(models["teacher"])]
+    failing[failing.index("--out") + 1] = str(tmp_path / "fails")
+    err = run_build_expecting_failure(failing)  # text queries have no gold answers
+    assert "every query failed" in err

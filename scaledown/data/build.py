@@ -14,8 +14,10 @@ Stages, each safe to kill and restart:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -83,10 +85,14 @@ def teacher_answers(teacher, items) -> list:
         return out
 
 
-def merge(out: Path, query_ids: list[str], problems: Problems) -> dict:
-    """Check that every query appears exactly once across chunks; write the dataset and its statistics."""
+def merge(out: Path, query_ids: list[str], problems: Problems, num_chunks: int | None = None) -> dict:
+    """Check that every query appears exactly once across the chunks (the first `num_chunks`: a shorter queries
+    file leaves stale ones behind); write the dataset and its statistics."""
     seen: dict[str, dict] = {}
-    for chunk in sorted((out / "chunks").glob("chunk-*.jsonl")):
+    chunks = sorted((out / "chunks").glob("chunk-*.jsonl"))
+    if num_chunks is not None:
+        chunks = [c for c in chunks if int(c.stem.removeprefix("chunk-")) < num_chunks]
+    for chunk in chunks:
         for line in chunk.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if row["id"] in seen:
@@ -120,26 +126,106 @@ def merge(out: Path, query_ids: list[str], problems: Problems) -> dict:
     return stats
 
 
+def file_fingerprint(path: str | Path, window: int = 1 << 20) -> dict:
+    """Size, mtime and a hash of the first and last MiB: cheap at 35 GB, and any edit that keeps the size
+    but touches those bytes, or changes the size, is caught (mtime alone is recorded, not compared)."""
+    path = Path(path)
+    stat = path.stat()
+    digest = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as f:
+            digest.update(f.read(window))
+            if stat.st_size > window:
+                f.seek(max(window, stat.st_size - window))
+                digest.update(f.read(window))
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
+
+
+def index_fingerprint(args) -> dict:
+    corpus = file_fingerprint(args.corpus)
+    del corpus["mtime_ns"], corpus["path"]  # the same bytes under another name or date are the same corpus
+    return {"corpus": corpus, "corpus_format": args.corpus_format, "splade": args.splade,
+            "tokenizer": args.tokenizer or args.teacher, "passage_tokens": args.passage_tokens,
+            "shard_size": args.shard_size}
+
+
+def build_fingerprint(args, index: dict) -> dict:
+    """What every chunk of this build depends on besides its own queries."""
+    return {"index": index, "cross_encoder": args.cross_encoder, "retrieve_k": args.retrieve_k, "k": args.k,
+            "teacher": args.teacher, "teacher_backend": args.teacher_backend, "max_new_tokens": args.max_new_tokens,
+            "system_prompt": args.system_prompt, "user_template": args.user_template,
+            "chunk_size": args.chunk_size, "synthetic": None if args.queries else [args.synthetic_queries, args.seed]}
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_fingerprint(path: Path, current: dict, what: str, force_hint: str) -> bool:
+    """True when `path` records `current` (or does not exist yet); SystemExit naming every difference."""
+    if not path.exists():
+        return False
+    changed = differences(json.loads(path.read_text()), current)
+    if changed:
+        raise SystemExit(f"{path}: this {what} was made with other settings; {force_hint}:\n  "
+                         + "\n  ".join(changed))
+    return True
+
+
+def queries_hash(queries: list[Query]) -> str:
+    return hashlib.sha256(json.dumps([[q.id, q.text, q.answers] for q in queries]).encode()).hexdigest()
+
+
 def build(args) -> dict | None:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo")
     out = Path(args.out)
-    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    index_dir = Path(args.index) if args.index else out / "index"
+    index_fp = index_fingerprint(args)
+    build_fp = build_fingerprint(args, index_fp)
+    if args.force_rebuild:
+        barrier()
+        if rank == 0:
+            for stale in [out / "chunks", out / "build.json"] + ([] if args.index else [index_dir]):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        barrier()
+    hint = "run with --force-rebuild to redo it, or use another --out"
+    index_known = check_fingerprint(index_dir / "FINGERPRINT.json", index_fp, "index",
+                                    "pass --index of a matching index" if args.index else hint)
+    check_fingerprint(out / "build.json", build_fp, "build", hint)
+    barrier()
+    if rank == 0:
+        (out / "chunks").mkdir(parents=True, exist_ok=True)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        if not index_known:
+            atomic_write(index_dir / "FINGERPRINT.json", json.dumps(index_fp, indent=2))
+        atomic_write(out / "build.json", json.dumps(build_fp, indent=2))
+    barrier()
     problems = Problems()
     from scaledown.models.generator import load_tokenizer
 
     encoder = load_sparse_encoder(args.splade, trust_remote_code=args.trust_remote_code)
-    index_dir = Path(args.index) if args.index else out / "index"
     if not (index_dir / "COMPLETE").exists():
-        if not args.tokenizer and args.teacher == "gold":
-            raise SystemExit("--teacher gold needs --tokenizer (the generator's) for passage chunking")
+        if not args.tokenizer and args.teacher in ("gold", "none"):
+            raise SystemExit(f"--teacher {args.teacher} needs --tokenizer (the generator's) for passage chunking")
         tokenizer = load_tokenizer(args.tokenizer or args.teacher, args.trust_remote_code)
         passages = chunk_passages(read_corpus(args.corpus, problems, args.corpus_format), tokenizer,
                                   args.passage_tokens)
         build_index(passages, encoder, index_dir, args.shard_size, rank, world,
                     progress=rank == 0 and not args.quiet)
         barrier()
+        if not list(index_dir.glob("shard-*.npz")):
+            shown = "".join(f"\n  {m}" for m in problems.messages[:5])
+            raise SystemExit(f"{args.corpus}: no good passages ({problems.counts.get('bad_line', 0)} bad lines)"
+                             f"{shown}")
         if rank == 0:
             atomic_write(index_dir / "COMPLETE", json.dumps({"bad_corpus_lines": problems.counts.get("bad_line", 0)}))
         barrier()
@@ -168,31 +254,34 @@ def build(args) -> dict | None:
                               args.teacher_batch_size, trust_remote_code=args.trust_remote_code)
     chunks = [queries[i:i + args.chunk_size] for i in range(0, len(queries), args.chunk_size)]
     mine = [j for j in range(len(chunks)) if j % world == rank]
-    done = skipped = 0
-    manifest = out / f"manifest-rank{rank:05d}.json"
-    finished = set(json.loads(manifest.read_text())) if manifest.exists() else set()
+    done = skipped = redone = 0
     for j in tqdm(mine, desc=f"rank {rank}", position=rank, disable=args.quiet):
         path = out / "chunks" / f"chunk-{j:06d}.jsonl"
+        made_from = path.with_suffix(".queries")  # the hash of the chunk's ids, texts and gold answers
+        wanted = queries_hash(chunks[j])
         if path.exists():
-            skipped += 1
-            continue
+            if made_from.exists() and made_from.read_text() == wanted:
+                skipped += 1
+                continue
+            redone += 1  # the queries file changed under this chunk (same position, other ids or texts)
         lines = process_chunk(chunks[j], encoder, index, reranker, teacher, args)
         write_jsonl(lines, path)
+        atomic_write(made_from, wanted)  # after the chunk: a kill in between only redoes it
         done += 1
-        finished |= {q.id for q in chunks[j]}
-        atomic_write(manifest, json.dumps(sorted(finished)))
-    print(f"rank {rank}: {done} chunks built, {skipped} already done; bad input lines: "
-          f"{problems.counts.get('bad_line', 0)}", flush=True)
+    print(f"rank {rank}: {done} chunks built ({redone} of them redone: their queries changed), {skipped} already "
+          f"done; bad input lines: {problems.counts.get('bad_line', 0)}", flush=True)
     for message in problems.messages[:10]:
         print(f"  {message}", file=sys.stderr)
     barrier()
     stats = None
     if rank == 0:
-        stats = merge(out, ids, problems)
+        stats = merge(out, ids, problems, len(chunks))
         print(json.dumps(stats, indent=2))
     barrier()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if stats is not None and not stats["records"]:
+        raise SystemExit(f"{out}: every query failed ({stats['failure_reasons']}; see {out / 'failures.jsonl'})")
     return stats
 
 
@@ -231,6 +320,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the teacher's user turn, with {docs} and {question} (the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--force-rebuild", action="store_true",
+                   help="redo everything (the chunks, and the index unless --index names a shared one)")
     p.add_argument("--quiet", action="store_true")
     return p
 
