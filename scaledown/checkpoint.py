@@ -1,12 +1,17 @@
 """Checkpoints: `step-000100/` folders written under a temporary name and renamed when complete.
 
 A folder holds the engine's state (model, optimizer, scheduler: DeepSpeed's files or the torch engine's),
-`trainer_state.pt` (step, sampler position), one `rng-rank00000.pt` per rank, and the resolved `config.yaml`.
-A run killed mid-save leaves only a `*.tmp` folder, which is never loaded and is removed by the next save.
+`trainer_state.pt` (step, sampler position), one `rng-rank00000.pt` per rank, the resolved `config.yaml`, and,
+written last, `MANIFEST.json`: every file with its size, and a SHA-256 of the small ones. A run killed mid-save
+leaves only a `*.tmp` folder, which is never loaded and is removed by the next save; old checkpoints are renamed to
+`*.deleting` before they are removed, so a kill during clean-up never leaves half a folder under a final name.
+`resume=auto` takes the newest folder whose manifest verifies on every rank, and says why it skips the others.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -16,27 +21,68 @@ import torch
 from scaledown.engine.base import Engine, rng_state, set_rng_state
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
+MANIFEST = "MANIFEST.json"
+CHECKSUM_BELOW = 1 << 20  # bytes: small files (trainer state, RNG, config) get a hash; big ones their size
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        entry = {"size": path.stat().st_size}
+        if entry["size"] < CHECKSUM_BELOW:
+            entry["sha256"] = sha256(path)
+        files[str(path.relative_to(folder))] = entry
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def verify(folder: Path) -> str | None:
+    """None when every file of the manifest is there with its size (and hash); else what is wrong."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return f"no {MANIFEST} (an incomplete or foreign folder)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, KeyError) as err:
+        return f"unreadable {MANIFEST}: {err}"
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {entry['size']}"
+        if "sha256" in entry and sha256(path) != entry["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
-    """Finished checkpoint folders under root, oldest first."""
+    """Checkpoint folders under their final names, oldest first (not yet verified)."""
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(resume: str, root: Path) -> Path | None:
-    """`auto`: the latest complete checkpoint or None; `none`: None; otherwise that folder (must exist)."""
+def resolve_resume(resume: str, root: Path, engine: Engine) -> Path | None:
+    """`auto`: the newest checkpoint that verifies on every rank, or None; `none`: None; otherwise that folder,
+    which must verify. Every rank calls this (one all-reduce per candidate)."""
     if resume in ("", "none"):
         return None
-    if resume == "auto":
-        found = complete_checkpoints(root)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not STEP_DIR.match(path.name) or not path.is_dir():
-        raise FileNotFoundError(f"train.resume={resume}: not a complete step-NNNNNN checkpoint folder")
-    return path
+    candidates = reversed(complete_checkpoints(root)) if resume == "auto" else [Path(resume)]
+    for folder in candidates:
+        problem = verify(folder) if STEP_DIR.match(folder.name) and folder.is_dir() else "not a step-NNNNNN folder"
+        # Every rank reads the folder: a file missing for one rank's view of the filesystem fails them all.
+        if engine.all_reduce({"ok": float(problem is None)})["ok"] == 1.0:
+            return folder
+        if resume != "auto":
+            raise FileNotFoundError(f"train.resume={resume}: {problem or 'incomplete on another rank'}")
+        if engine.is_main:
+            print(f"resume: skipping {folder}: {problem or 'incomplete on another rank'}", flush=True)
+    return None
 
 
 class Checkpointer:
@@ -50,10 +96,10 @@ class Checkpointer:
         final = self.root / f"step-{step:06d}"
         tmp = self.root / f"step-{step:06d}.tmp"
         if self.engine.is_main:
-            for stale in self.root.glob("step-*.tmp"):
+            for stale in [*self.root.glob("step-*.tmp"), *self.root.glob("step-*.deleting")]:
                 shutil.rmtree(stale, ignore_errors=True)
             if final.exists():  # re-saving the same step after a resume
-                shutil.rmtree(final)
+                self._remove(final)
             tmp.mkdir(parents=True)
         self.engine.barrier()
         self.engine.save_checkpoint(tmp)
@@ -63,16 +109,48 @@ class Checkpointer:
             config.save(tmp / "config.yaml")
         self.engine.barrier()
         if self.engine.is_main:
+            write_manifest(tmp)  # last: it vouches for every file the ranks wrote
             tmp.rename(final)  # the commit point: only now is the checkpoint visible to resume
             for old in complete_checkpoints(self.root)[: -self.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                self._remove(old)
         self.engine.barrier()
         return final
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        doomed = folder.with_name(folder.name + ".deleting")
+        folder.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def load(self, folder: Path) -> dict:
         """Restore engine and RNG state; return the trainer state."""
         self.engine.load_checkpoint(folder)
         rng_file = folder / f"rng-rank{self.engine.rank:05d}.pt"
-        if rng_file.exists():
+        if rng_file.exists():  # absent only when this run has more ranks than the one that saved
             set_rng_state(torch.load(rng_file, weights_only=True))
         return torch.load(folder / "trainer_state.pt", weights_only=True)
+
+
+# Settings that decide what a resumed run computes: a resume that changes one does not continue the same run.
+EXACTNESS = {"train": ("global_batch_size", "seed", "epochs", "max_steps"), "data": ("train_path", "num_documents"),
+             "optim": ("lr_generator", "lr_compressor", "warmup_ratio", "weight_decay", "betas")}
+
+
+def resume_changes(folder: Path, config, num_records: int) -> list[str]:
+    """Differences in the exactness settings between the checkpoint's config (and data) and this run's."""
+    import yaml
+
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    now = config.to_dict()
+    changes = []
+    for section, names in EXACTNESS.items():
+        for name in names:
+            old, new = saved.get(section, {}).get(name), now[section][name]
+            if isinstance(new, tuple):
+                new = list(new)
+            if old != new:
+                changes.append(f"{section}.{name}: {old!r} -> {new!r}")
+    saved_records = torch.load(folder / "trainer_state.pt", weights_only=True).get("num_records")
+    if saved_records is not None and saved_records != num_records:
+        changes.append(f"training records: {saved_records} -> {num_records}")
+    return changes

@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from scaledown.checkpoint import Checkpointer, resolve_resume
-from scaledown.config import Config, load_config
+from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
+from scaledown.config import Config, ConfigError, load_config
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.schema import load_records
 from scaledown.engine.base import Engine, ParamGroup, make_engine
@@ -120,6 +120,25 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -
     return metrics
 
 
+def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine, num_records: int) -> int:
+    """Load `folder`; refuse a resume that changes how the run computes, unless train.resume_changes=allow, in
+    which case the new settings apply (LRs included: the loaded schedule would keep the old ones) and are
+    recorded in resume_changes.jsonl. Returns the step to continue from."""
+    changes = resume_changes(folder, cfg, num_records)
+    if changes and cfg.train.resume_changes != "allow":
+        raise ConfigError(f"resume from {folder}: this run's settings differ from the checkpoint's (set "
+                          f"--train.resume_changes=allow to apply them, or --train.resume=none to start over):\n  "
+                          + "\n  ".join(changes))
+    step = checkpointer.load(folder)["step"]
+    if changes:
+        engine.set_base_lrs([cfg.optim.lr_compressor, cfg.optim.lr_generator])
+        if engine.is_main:
+            print(f"resume from {folder} with changed settings: {'; '.join(changes)}", flush=True)
+            with open(Path(cfg.train.output_dir) / "resume_changes.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "from": str(folder), "changes": changes}) + "\n")
+    return step
+
+
 def train(cfg: Config) -> dict:
     cfg.check_paths()
     engine = build_engine(cfg)
@@ -144,9 +163,9 @@ def train(cfg: Config) -> dict:
                              cfg.train.seed)
     checkpointer = Checkpointer(engine, out_dir / "checkpoints", cfg.train.save_every, cfg.train.keep_last)
     step = 0
-    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
+    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints", engine)
     if resume_from:
-        step = checkpointer.load(resume_from)["step"]
+        step = resume(checkpointer, resume_from, cfg, engine, len(records))
     # The sampler position follows from the step alone, so a resume may even change the data-parallel size.
     sampler.set_position(step // steps_per_epoch,
                          (step % steps_per_epoch) * cfg.train.global_batch_size // engine.dp_size)
@@ -176,7 +195,7 @@ def train(cfg: Config) -> dict:
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records:
             evaluate(engine, eval_records, cfg, step, tb)
         if checkpointer.due(step) or step == total_steps:
-            engine.after_step(checkpointer.save, step, {"step": step}, cfg)
+            engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
             engine.mark_step()
     bar.close()
     engine.export(out_dir / "export")

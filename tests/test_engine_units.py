@@ -84,14 +84,20 @@ def test_sampler_global_batches_do_not_depend_on_world_size():
 
 
 def test_resume_ignores_torn_checkpoints(tmp_path):
-    for name in ("step-000010", "step-000020", "step-000030.tmp", "other"):
+    from scaledown.checkpoint import write_manifest
+    from scaledown.engine.plain import TorchEngine
+
+    engine = TorchEngine(4, 4)
+    for name in ("step-000010", "step-000020", "step-000030.tmp", "step-000040.deleting", "other"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "state").write_text(name)
+        write_manifest(tmp_path / name)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-000010", "step-000020"]
-    assert resolve_resume("auto", tmp_path).name == "step-000020"
-    assert resolve_resume("none", tmp_path) is None
-    assert resolve_resume("auto", tmp_path / "missing") is None
+    assert resolve_resume("auto", tmp_path, engine).name == "step-000020"
+    assert resolve_resume("none", tmp_path, engine) is None
+    assert resolve_resume("auto", tmp_path / "missing", engine) is None
     with pytest.raises(FileNotFoundError, match="step-000030.tmp"):
-        resolve_resume(str(tmp_path / "step-000030.tmp"), tmp_path)
+        resolve_resume(str(tmp_path / "step-000030.tmp"), tmp_path, engine)
 
 
 def test_flops_count_frozen_weights_as_forward_plus_input_grad():
