@@ -162,7 +162,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0
-    """Evaluate every K optimizer steps (0: only at the end)."""
+    """Held-out answer CE every K optimizer steps, the learning curve (0: none); answer metrics at the end."""
+    baseline_eval: bool = True
+    """Before the first step, evaluate the untrained model and the uncompressed and no-document baselines
+    (baseline_eval.json, and the before/after table of report.md)."""
     save_every: int = 500
     """Checkpoint every K optimizer steps (0: only at the end)."""
     keep_last: int = 3

@@ -22,7 +22,8 @@ from scaledown.config import Config, ConfigError, load_config
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.schema import load_records
 from scaledown.engine.base import Engine, ParamGroup, make_engine
-from scaledown.eval import generate_answers, references, score_records, summarize
+from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
+                            summarize)
 from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
 from scaledown.models.model import ScaleDownModel
 
@@ -104,20 +105,74 @@ def micro_batches(loader: DataLoader, sampler: ShardedSampler):
         sampler.set_position(sampler.epoch + 1, 0)
 
 
+SYSTEMS = ("compressed", "uncompressed", "no_documents")
+
+
 @torch.no_grad()
-def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard) -> dict[str, float]:
-    """Answer metrics on this rank's share of the eval records, averaged over all ranks."""
+def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard, answers: bool = True,
+             system: str = "compressed") -> dict[str, float]:
+    """Held-out metrics of one system, each rank on its share, averaged over all ranks: the answers' CE (the
+    teacher's and the gold ones) and, with `answers`, the generated answers' metrics. Systems: `compressed` (the
+    model being trained), `uncompressed` (the base generator reading the documents as text), `no_documents`."""
     model = engine.model
-    shard = records[: cfg.data.max_eval_examples][engine.dp_rank:: engine.dp_size]
-    # ZeRO-3 gathers weights in every forward: all ranks must run the same number of decoding steps.
-    synced = getattr(engine, "zero_stage", 0) == 3
-    preds = generate_answers(model, shard, cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens,
-                             cfg.data.eval_num_documents, **({"synced_gpus": True} if synced else {}))
-    sums = score_records(preds, shard)  # gold answers when the records carry them, else the teacher's
+    kept = records[: cfg.data.max_eval_examples]
+    # Equal shares: under ZeRO-3 every forward is a collective, so all ranks run the same number of batches.
+    shard = kept[: len(kept) // engine.dp_size * engine.dp_size][engine.dp_rank:: engine.dp_size]
+    synced = {"synced_gpus": True} if getattr(engine, "zero_stage", 0) == 3 else {}
+    text = system != "compressed"
+    k = 0 if system == "no_documents" else cfg.data.eval_num_documents
+    sums = {}
+    for reference in ("teacher", "gold"):
+        ce, n = answer_ce(model, shard, reference, cfg.train.micro_batch_size, k, text=text)
+        sums[f"ce_{reference}"], sums[f"ce_{reference}_tokens"] = ce, float(n)
+    if answers:
+        generate = generate_uncompressed if text else generate_answers
+        preds = generate(model, shard, cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens, k, **synced)
+        sums.update(score_records(preds, shard))  # gold answers when the records carry them, else the teacher's
     totals = {k: v * engine.world_size for k, v in engine.all_reduce(sums).items()}  # mean -> sum
-    metrics = {f"eval/{k}": v for k, v in summarize(totals).items()}
+    metrics = {f"ce_{r}": totals[f"ce_{r}"] / totals[f"ce_{r}_tokens"] for r in ("teacher", "gold")
+               if totals[f"ce_{r}_tokens"]}
+    if answers:
+        metrics.update(summarize(totals))
+    prefix = "eval" if system == "compressed" else f"baseline/{system}"
+    metrics = {f"{prefix}/{k}": v for k, v in metrics.items()}
     tb.log(metrics, step)
     return metrics
+
+
+@torch.no_grad()
+def speed(engine: Engine, records, cfg: Config) -> dict[str, float] | None:
+    """Milliseconds per query of compressed vs uncompressed answering: same device, same batch, the same number
+    of new tokens (forced), on this rank's first eval records. Not under ZeRO-3 (generation is collective)."""
+    if getattr(engine, "zero_stage", 0) == 3 or not records:
+        return None
+    model, batch = engine.model, cfg.train.micro_batch_size
+    chunk = records[: 4 * batch]
+    n, k = cfg.train.max_eval_new_tokens, cfg.data.eval_num_documents
+    out = {}
+    for name, generate in (("compressed", generate_answers), ("uncompressed", generate_uncompressed)):
+        generate(model, chunk[:batch], batch, n, k, min_new_tokens=n)  # warm-up
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        generate(model, chunk, batch, n, k, min_new_tokens=n)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        out[f"{name}_ms_per_query"] = 1000 * (time.perf_counter() - start) / len(chunk)
+    out.update(batch_size=batch, new_tokens=n, documents=k, queries=len(chunk), device=str(engine.device))
+    return out
+
+
+def baseline(engine: Engine, records, cfg: Config, tb: TensorBoard, out_dir: Path) -> dict:
+    """Before the first step: the untrained compressed model and the two text baselines (kept for a resume)."""
+    path = out_dir / "baseline_eval.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = {name: evaluate(engine, records, cfg, 0, tb, system=name) for name in SYSTEMS}
+    if engine.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine, num_records: int) -> int:
@@ -181,9 +236,10 @@ def train(cfg: Config) -> dict:
     tb = TensorBoard(str(out_dir / "tensorboard"), engine.is_main)
     meter = Meter(FlopModel.of(engine.model, engine.tensor_parallel_size), device_peak_tflops(engine.device),
                   engine.device)
+    before = baseline(engine, eval_records, cfg, tb, out_dir) if eval_records and cfg.train.baseline_eval else None
     batches = micro_batches(loader, sampler)
     bar = tqdm(total=total_steps, initial=step, disable=not engine.is_main, desc="train", file=sys.stdout)
-    history = []
+    history, eval_history = [], []
     while step < total_steps:
         losses = train_step(model, engine, batches, meter)
         step += 1
@@ -193,18 +249,23 @@ def train(cfg: Config) -> dict:
             engine.after_step(log_step, engine, meter, tb, bar, history, step, losses)
         engine.mark_step()
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records:
-            evaluate(engine, eval_records, cfg, step, tb)
+            eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb, answers=False)})
         if checkpointer.due(step) or step == total_steps:
             engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
             engine.mark_step()
     bar.close()
     engine.export(out_dir / "export")
-    result = {"steps": step, "history": history, "export": str(out_dir / "export"),
+    result = {"steps": step, "history": history, "eval_history": eval_history, "export": str(out_dir / "export"),
               "tensorboard": str(out_dir / "tensorboard")}
     if eval_records:
         result["eval"] = evaluate(engine, eval_records, cfg, step, tb)
+        result["baseline"], result["speed"] = before, speed(engine, eval_records, cfg)
     if engine.is_main:
         (out_dir / "train_result.json").write_text(json.dumps(result, indent=2))
+        if eval_records:
+            from scaledown.report import write_report
+
+            write_report(out_dir)
     tb.close()
     engine.shutdown()
     return result

@@ -99,3 +99,23 @@ def test_clean_up_renames_before_deleting(tmp_path, monkeypatch):
         Checkpointer._remove(tmp_path / "step-000002")
     assert [p.name for p in tmp_path.iterdir()] == ["step-000002.deleting"]
     assert complete_checkpoints(tmp_path) == []
+
+
+def test_a_run_with_eval_data_writes_the_report(reference, tmp_path):
+    t, inputs, _ = reference
+    args = [a for a in inputs + COMMON if not a.startswith("--data.eval_path")]
+    run = tmp_path / "run"
+    result = train(load_config(None, args + [f"--data.eval_path={t / 'eval.jsonl'}", "--train.max_steps=4",
+                                             "--train.eval_every=2", f"--train.output_dir={run}"]))
+    assert set(result["baseline"]) == {"compressed", "uncompressed", "no_documents"}
+    assert [e["step"] for e in result["eval_history"]] == [2, 4] and "eval/ce_teacher" in result["eval_history"][0]
+    report = (run / "report.md").read_text()
+    for row in ("| no documents |", "| uncompressed (documents as text) |", "| compressed, before training |",
+                "| compressed, after training |", "![training curves](loss.png)", "| compressed | ",
+                "Speed-up of the compressed model"):
+        assert row in report, report
+    assert (run / "loss.png").stat().st_size > 10_000
+    (run / "report.md").unlink()
+    from scaledown.report import main as report_main
+    report_main([str(run)])
+    assert (run / "report.md").read_text() == report

@@ -21,6 +21,9 @@ SYSTEM_PROMPT = ("You are a helpful assistant. Your task is to extract relevant 
                  "and to answer to questions as briefly as possible.")
 USER_TEMPLATE = "Background:\n{docs}\n\nQuestion: {question}"
 COMPRESSOR_TEMPLATE = "\nQuery:\n{query}Document:\n{document}"
+# The reference's prompt without retrieval (the no-documents baseline).
+SYSTEM_PROMPT_NO_DOCS = "You are a helpful assistant. Answer the questions as briefly as possible."
+USER_TEMPLATE_NO_DOCS = "Question: {question}"
 # Prompts without a chat template (base LMs): the reference appends this after the user text.
 RESPONSE_CUE = "\nResponse:\n"
 

@@ -53,20 +53,22 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=512)
     parser.add_argument("--eval", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--documents", type=int, default=5, help="passages per question (one holds the answer)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train, evals = make_records(args.train, args.seed), make_records(args.eval, args.seed + 1)
+    train = make_records(args.train, args.seed, args.documents)
+    evals = make_records(args.eval, args.seed + 1, args.documents)
     write_jsonl(train, out / "train.jsonl")
     write_jsonl(evals, out / "eval.jsonl")
     # The same facts as a corpus and a query list, for the dataset builder (launchers/build_dataset.py).
     corpus = [{"id": f"{r['id']}-{j}", "title": d["title"], "text": d["text"]}
               for r in train + evals for j, d in enumerate(r["documents"])]
     write_jsonl(corpus, out / "corpus.jsonl")
-    write_jsonl([{"id": r["id"], "query": r["query"], "answer": r["answer"]} for r in train],
-                out / "queries.jsonl")
+    for name, rows in (("queries.jsonl", train), ("eval_queries.jsonl", evals)):
+        write_jsonl([{"id": r["id"], "query": r["query"], "answer": r["answer"]} for r in rows], out / name)
     print(f"wrote {args.train} training and {args.eval} eval records, {len(corpus)} corpus passages and "
-          f"{args.train} queries to {out}")
+          f"their queries (queries.jsonl, eval_queries.jsonl) to {out}")
 
 
 if __name__ == "__main__":

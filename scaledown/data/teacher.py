@@ -18,7 +18,8 @@ from scaledown.data.schema import document_text
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                   **generate_kwargs) -> list[str]:
     """Greedy answers to tokenized prompts, batched with left padding, shortest prompts batched together."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
@@ -27,7 +28,8 @@ def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
         enc = tokenizer.pad({"input_ids": [prompts[i] for i in idx]}, return_tensors="pt")
         enc = {k: v.to(model.device) for k, v in enc.items()}
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                             top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             **generate_kwargs)
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         for i, text in zip(idx, texts):
             answers[i] = text.strip()

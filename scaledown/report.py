@@ -1,0 +1,116 @@
+"""The end-of-run report of a training run with eval data: RUN_DIR/report.md and RUN_DIR/loss.png.
+
+    python -m scaledown.report RUN_DIR        # redo it from RUN_DIR/train_result.json
+
+- before/after table on the held-out records: the generator with no documents, the generator reading the
+  documents as text (uncompressed), the compressed model before training and after; answer CE against the
+  teacher's answers and the gold ones, accuracy, token F1, and agreement with the teacher (teacher_f1);
+- loss.png: the training loss, the held-out answer CE (every `train.eval_every` steps) and the learning rates;
+- speed: milliseconds per query, compressed vs uncompressed, same device, same batch, same number of new tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+COLUMNS = ["ce_teacher", "ce_gold", "accuracy", "f1", "teacher_f1"]
+# (label, where in train_result.json, key prefix): the baselines were measured before the first step.
+ROWS = [("no documents", ("baseline", "no_documents"), "baseline/no_documents"),
+        ("uncompressed (documents as text)", ("baseline", "uncompressed"), "baseline/uncompressed"),
+        ("compressed, before training", ("baseline", "compressed"), "eval"),
+        ("compressed, after training", ("eval",), "eval")]
+
+
+def table_rows(result: dict) -> list[tuple[str, dict[str, float]]]:
+    """(label, {column: value}) for each system the run measured."""
+    rows = []
+    for label, where, prefix in ROWS:
+        block = result
+        for key in where:
+            block = (block or {}).get(key)
+        if block:
+            rows.append((label, {c: block[f"{prefix}/{c}"] for c in COLUMNS if f"{prefix}/{c}" in block}))
+    return rows
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history, evals = result["history"], result.get("eval_history") or []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [h["step"] for h in history]
+    axes[0].plot(steps, [h["train/loss"] for h in history], label="train loss")
+    axes[0].set(title="training loss", xlabel="optimizer step", ylabel="loss")
+    base = result.get("baseline") or {}
+    for key, label in (("eval/ce_teacher", "teacher's answers"), ("eval/ce_gold", "gold answers")):
+        points = [(e["step"], e[key]) for e in evals if key in e]
+        if key in base.get("compressed", {}):
+            points.insert(0, (0, base["compressed"][key]))
+        if points:
+            axes[1].plot(*zip(*points), marker="o", label=label)
+    for name, style in (("uncompressed", "--"), ("no_documents", ":")):
+        value = base.get(name, {}).get(f"baseline/{name}/ce_gold")
+        if value is not None:
+            axes[1].axhline(value, linestyle=style, color="grey", label=f"{name.replace('_', ' ')} (gold)")
+    axes[1].set(title="held-out answer CE", xlabel="optimizer step", ylabel="CE per token")
+    for key in sorted({k for h in history for k in h if k.startswith("train/lr_")}):
+        axes[2].plot(steps, [h[key] for h in history], label=key.removeprefix("train/lr_"))
+    axes[2].set(title="learning rate", xlabel="optimizer step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: dict, run_dir: Path) -> str:
+    lines = [f"# Training report: {run_dir}", "", f"{result['steps']} optimizer steps. Held-out records: "
+             "answer CE per token (lower is better) against the teacher's answers and the gold answers; accuracy "
+             "and token F1 against the gold answers; teacher_f1 = agreement with the teacher's answer.", ""]
+    rows = table_rows(result)
+    if rows:
+        lines += ["| system | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        for label, values in rows:
+            lines.append(f"| {label} | " + " | ".join(f"{values[c]:.4f}" if c in values else "-" for c in COLUMNS)
+                         + " |")
+    lines += ["", "![training curves](loss.png)", ""]
+    sp = result.get("speed")
+    if sp:
+        ratio = sp["uncompressed_ms_per_query"] / sp["compressed_ms_per_query"]
+        lines += ["## Speed", "", f"{sp['queries']} queries, batch {sp['batch_size']}, {sp['documents']} documents, "
+                  f"{sp['new_tokens']} new tokens each (forced), on {sp['device']}:", "",
+                  "| system | ms per query |", "|---|---|",
+                  f"| compressed | {sp['compressed_ms_per_query']:.1f} |",
+                  f"| uncompressed | {sp['uncompressed_ms_per_query']:.1f} |", "",
+                  f"Speed-up of the compressed model: {ratio:.2f}x.", ""]
+    else:
+        lines += ["## Speed", "", "Not measured (no eval records, or ZeRO-3, where generation is collective).", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    source = run_dir / "train_result.json"
+    if not source.exists():
+        raise SystemExit(f"{source}: no such file (a finished training run writes it)")
+    result = json.loads(source.read_text())
+    plot(result, run_dir / "loss.png")
+    (run_dir / "report.md").write_text(markdown(result, run_dir))
+    return run_dir / "report.md"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    print(write_report(parser.parse_args(argv).run_dir))
+
+
+if __name__ == "__main__":
+    main()
