@@ -23,18 +23,27 @@ _RELATIONS = [
 ]
 
 
-def _name(rng: random.Random, parts: int) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+def _name(rng: random.Random, used: set[str]) -> str:
+    """A name not used before in this dataset: in a pooled corpus, a repeated name would make two passages
+    answer the same question differently (two syllables while they last, then longer ones)."""
+    for attempt in range(200):
+        name = "".join(rng.choice(_SYLLABLES) for _ in range(2 + attempt // 20)).capitalize()
+        if name not in used:
+            used.add(name)
+            return name
+    raise RuntimeError("ran out of synthetic names")
 
 
-def make_records(n: int, seed: int = 0, num_documents: int = 5) -> list[dict]:
+def make_records(n: int, seed: int = 0, num_documents: int = 5, used: set[str] | None = None) -> list[dict]:
+    """`used`: names already taken (share one set between calls whose passages end up in one corpus)."""
     rng = random.Random(seed)
+    used = set() if used is None else used
     records = []
     for i in range(n):
         facts = []
         for _ in range(num_documents):
             kind, _, question, passage = rng.choice(_RELATIONS)
-            entity, value = _name(rng, 2), _name(rng, 2)
+            entity, value = _name(rng, used), _name(rng, used)
             facts.append((kind, question.format(e=entity), passage.format(e=entity, v=value), value, entity))
         gold = facts[0]
         order = list(range(num_documents))
@@ -57,8 +66,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = make_records(args.train, args.seed, args.documents)
-    evals = make_records(args.eval, args.seed + 1, args.documents)
+    used: set[str] = set()
+    train = make_records(args.train, args.seed, args.documents, used)
+    evals = make_records(args.eval, args.seed + 1, args.documents, used)
     write_jsonl(train, out / "train.jsonl")
     write_jsonl(evals, out / "eval.jsonl")
     # The same facts as a corpus and a query list, for the dataset builder (launchers/build_dataset.py).
