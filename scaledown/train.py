@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import socket
 import sys
@@ -175,6 +176,16 @@ def baseline(engine: Engine, records, cfg: Config, tb: TensorBoard, out_dir: Pat
     return result
 
 
+def stop_requested(engine: Engine) -> bool:
+    """True once the Slurm script (slurm/requeue.sh) has created $SCALEDOWN_STOP_FILE, on every rank at the same
+    step: one small all-reduce per step, only when the variable is set (a host sync, the price of stopping
+    cleanly before a time limit)."""
+    path = os.environ.get("SCALEDOWN_STOP_FILE")
+    if not path:
+        return False
+    return engine.all_reduce({"stop": float(os.path.exists(path))})["stop"] > 0
+
+
 def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine, num_records: int) -> int:
     """Load `folder`; refuse a resume that changes how the run computes, unless train.resume_changes=allow, in
     which case the new settings apply (LRs included: the loaded schedule would keep the old ones) and are
@@ -250,9 +261,16 @@ def train(cfg: Config) -> dict:
         engine.mark_step()
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records:
             eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb, answers=False)})
-        if checkpointer.due(step) or step == total_steps:
+        stop = stop_requested(engine)
+        if checkpointer.due(step) or step == total_steps or stop:
             engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
             engine.mark_step()
+        if stop and step < total_steps:
+            print(f"stop requested ({os.environ['SCALEDOWN_STOP_FILE']}): checkpoint at step {step} written, "
+                  "exiting for the requeued job to resume", flush=True)
+            tb.close()
+            engine.shutdown()
+            return {"steps": step, "stopped": True}
     bar.close()
     engine.export(out_dir / "export")
     result = {"steps": step, "history": history, "eval_history": eval_history, "export": str(out_dir / "export"),

@@ -10,8 +10,11 @@
 #SBATCH --cpus-per-task=32
 #SBATCH --exclusive
 #SBATCH --output=%x-%j.out
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(pwd)}"
+source slurm/requeue.sh  # USR1 before the time limit: checkpoint, then requeue
 
 NNODES=${NNODES:-${SLURM_JOB_NUM_NODES:-1}}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
@@ -26,7 +29,7 @@ export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions
 
 echo "nodes=$NNODES gpus/node=$GPUS_PER_NODE head=$MASTER_ADDR:$MASTER_PORT config=$CONFIG ds=$DS_CONFIG"
 # srun's exit status is the job's: any rank failing fails the job (--kill-on-bad-exit stops the others).
-srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+run_requeueable srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
     "$PYTHON" -m torch.distributed.run \
         --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE" \
         --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "${SLURM_JOB_ID:-0}" \

@@ -9,8 +9,11 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --exclusive
 #SBATCH --output=%x-%j.out
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(pwd)}"
+source slurm/requeue.sh  # USR1 before the time limit: checkpoint, then requeue
 
 NNODES=${NNODES:-${SLURM_JOB_NUM_NODES:-1}}
 CORES_PER_NODE=${CORES_PER_NODE:-32}
@@ -34,4 +37,4 @@ if [ "$PRECOMPILE" = 1 ]; then
   srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
     bash -c "neuron_parallel_compile $RUN $(printf '%q ' "$@") --train.max_steps=10"
 fi
-srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "$RUN $(printf '%q ' "$@")"
+run_requeueable srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "$RUN $(printf '%q ' "$@")"

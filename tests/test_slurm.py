@@ -112,3 +112,35 @@ def test_trn1_script_passes_node_ranks_and_neuron_environment(slurm, tmp_path):
         pre = (tmp_path / f"neuron_parallel_compile-node{node}.txt").read_text().splitlines()
         assert pre[0] == "torchrun" and pre[1:4] == ["--nnodes", "2", "--node_rank"] and pre[4] == str(node)
         assert pre[-2] == "--train.max_steps=10"
+
+
+def test_usr1_before_the_time_limit_checkpoints_and_the_requeued_job_resumes(slurm, tmp_path):
+    """What Slurm does with --signal=B:USR1@120 before a time limit: the script asks the trainer to stop, the
+    trainer checkpoints at the next step and exits, the script requeues the job, and the second run resumes."""
+    import time
+
+    args = make_run_inputs(tmp_path)
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    env = cpu_env(SLURM_CONF=slurm, GPUS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)))
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", "--open-mode=append",
+         f"--output={log}", str(ROOT / "slurm" / "train_gpu.sh"), *args, f"--train.output_dir={out}",
+         "--train.max_steps=60", "--train.global_batch_size=4", "--train.micro_batch_size=2", "--train.save_every=0",
+         "--train.log_every=1", "--data.eval_path="],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    deadline = time.time() + 600
+    while time.time() < deadline and "train:" not in (log.read_text() if log.exists() else ""):
+        time.sleep(2)
+    time.sleep(5)  # a few steps in
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, check=True, timeout=60)
+    while time.time() < deadline and not (out / "train_result.json").exists():
+        time.sleep(3)
+    text = log.read_text()
+    assert (out / "train_result.json").exists(), text[-5000:]
+    assert "USR1 from Slurm" in text and "stop requested" in text and f"requeueing job {job}" in text, text[-5000:]
+    stopped = int(text.split("checkpoint at step ")[1].split()[0])
+    result = json.loads((out / "train_result.json").read_text())
+    assert 0 < stopped < 60 and result["steps"] == 60
+    assert result["history"][0]["step"] == stopped + 1  # the requeued run resumed, it did not start over
