@@ -72,7 +72,11 @@ def resolve_resume(resume: str, root: Path, engine: Engine) -> Path | None:
     which must verify. Every rank calls this (one all-reduce per candidate)."""
     if resume in ("", "none"):
         return None
-    candidates = reversed(complete_checkpoints(root)) if resume == "auto" else [Path(resume)]
+    candidates = list(reversed(complete_checkpoints(root))) if resume == "auto" else [Path(resume)]
+    # Every rank walks the same list (one collective per folder): a rank that sees other folders stops all.
+    if engine.all_reduce({"n": float(len(candidates))})["n"] != len(candidates):
+        raise RuntimeError(f"{root}: the ranks see different checkpoint folders (is output_dir on a shared "
+                           "file system?)")
     for folder in candidates:
         problem = verify(folder) if STEP_DIR.match(folder.name) and folder.is_dir() else "not a step-NNNNNN folder"
         # Every rank reads the folder: a file missing for one rank's view of the filesystem fails them all.

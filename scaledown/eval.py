@@ -25,6 +25,7 @@ from dataclasses import replace
 
 import torch
 
+from scaledown.data.prompts import supports_system
 from scaledown.data.schema import Record
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -141,8 +142,7 @@ class Judge:
         self.option_ids = [self.tok.encode(n, add_special_tokens=False)[0] for n in names]
         self.values = torch.tensor([JUDGE_OPTIONS[n] for n in names])
         self.rubric = ", ".join(JUDGE_OPTIONS)
-        template = self.tok.chat_template or ""
-        self.with_system = "system" in template
+        self.with_system = supports_system(self.tok)
 
     def prompt(self, question: str, golds: list[str], prediction: str) -> str:
         # The reference formats the list of gold labels as Python prints it.
@@ -218,25 +218,28 @@ def reference_answer(record: Record, reference: str) -> str | None:
     return record.gold_answers[0] if record.gold_answers else None
 
 
-def _ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
-    """Summed next-token CE over the labelled positions, and their count."""
-    targets = labels[:, 1:].reshape(-1)
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
+def _ce_sum(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token CE over the labelled positions of the rows in `keep`, and their count."""
+    labels = labels[:, 1:].masked_fill(~keep[:, None], -100)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                            ignore_index=-100, reduction="sum")
-    return float(ce), int((targets != -100).sum())
+    return float(ce), int((labels != -100).sum())
 
 
 @torch.no_grad()
 def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
               num_documents: int | None = None, text: bool = False) -> tuple[float, int]:
     """(summed CE, answer tokens) of the reference answers: given the compressed documents, or with `text=True`
-    given the base generator's text prompt (`num_documents=0`: no documents). Sums all-reduce across ranks."""
+    given the base generator's text prompt (`num_documents=0`: no documents). Sums all-reduce across ranks.
+    Records without that reference are run too (with a stand-in answer, not counted): every rank runs as many
+    batches as it has records, which ZeRO-3's collective forwards need."""
     from scaledown.data.collate import IGNORE_INDEX, left_pad
     from scaledown.data.prompts import encode_text
     from scaledown.models.compressor import position_ids_from_mask
 
-    chosen = [replace(r, answer=reference_answer(r, reference), documents=r.documents[:num_documents])
-              for r in records if reference_answer(r, reference)]
+    chosen = [replace(r, answer=reference_answer(r, reference) or "-", documents=r.documents[:num_documents])
+              for r in records]
+    counted = torch.tensor([bool(reference_answer(r, reference)) for r in records])
     was_training = model.training
     model.eval()
     device = model.generator.get_input_embeddings().weight.device
@@ -260,7 +263,7 @@ def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
         else:
             batch = {k: v.to(device) for k, v in model.collator(num_documents)(chunk).items()}
             logits, labels = model.logits(batch), batch["labels"]
-        ce, n = _ce_sum(logits, labels.to(logits.device))
+        ce, n = _ce_sum(logits, labels.to(logits.device), counted[i:i + batch_size].to(logits.device))
         total, count = total + ce, count + n
     model.train(was_training)
     return total, count

@@ -101,6 +101,10 @@ def write_report(run_dir: str | Path) -> Path:
     if not source.exists():
         raise SystemExit(f"{source}: no such file (a finished training run writes it)")
     result = json.loads(source.read_text())
+    for name in ("history", "eval_history"):  # every segment of a stopped and resumed run, when kept
+        path = run_dir / f"{name}.jsonl"
+        if path.exists():
+            result[name] = [json.loads(line) for line in path.read_text().splitlines() if line]
     plot(result, run_dir / "loss.png")
     (run_dir / "report.md").write_text(markdown(result, run_dir))
     return run_dir / "report.md"

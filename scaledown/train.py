@@ -116,7 +116,7 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard, a
     teacher's and the gold ones) and, with `answers`, the generated answers' metrics. Systems: `compressed` (the
     model being trained), `uncompressed` (the base generator reading the documents as text), `no_documents`."""
     model = engine.model
-    kept = records[: cfg.data.max_eval_examples]
+    kept = records[: cfg.data.max_eval_examples or None]  # 0: every record
     # Equal shares: under ZeRO-3 every forward is a collective, so all ranks run the same number of batches.
     shard = kept[: len(kept) // engine.dp_size * engine.dp_size][engine.dp_rank:: engine.dp_size]
     synced = {"synced_gpus": True} if getattr(engine, "zero_stage", 0) == 3 else {}
@@ -144,8 +144,9 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard, a
 @torch.no_grad()
 def speed(engine: Engine, records, cfg: Config) -> dict[str, float] | None:
     """Milliseconds per query of compressed vs uncompressed answering: same device, same batch, the same number
-    of new tokens (forced), on this rank's first eval records. Not under ZeRO-3 (generation is collective)."""
-    if getattr(engine, "zero_stage", 0) == 3 or not records:
+    of new tokens (forced), on the first eval records (every rank; rank 0's figures are reported). Not under
+    ZeRO-3 (generation is collective) nor on XLA (nothing would sync before the clock is read)."""
+    if getattr(engine, "zero_stage", 0) == 3 or engine.device.type == "xla" or not records:
         return None
     model, batch = engine.model, cfg.train.micro_batch_size
     chunk = records[: 4 * batch]
@@ -164,11 +165,12 @@ def speed(engine: Engine, records, cfg: Config) -> dict[str, float] | None:
     return out
 
 
-def baseline(engine: Engine, records, cfg: Config, tb: TensorBoard, out_dir: Path) -> dict:
-    """Before the first step: the untrained compressed model and the two text baselines (kept for a resume)."""
+def baseline(engine: Engine, records, cfg: Config, tb: TensorBoard, out_dir: Path, step: int) -> dict | None:
+    """Before the first step: the untrained compressed model and the two text baselines. A resumed run reads
+    what its first segment measured (the weights are trained by then)."""
     path = out_dir / "baseline_eval.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    if step > 0:
+        return json.loads(path.read_text()) if path.exists() else None
     result = {name: evaluate(engine, records, cfg, 0, tb, system=name) for name in SYSTEMS}
     if engine.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,12 +180,33 @@ def baseline(engine: Engine, records, cfg: Config, tb: TensorBoard, out_dir: Pat
 
 def stop_requested(engine: Engine) -> bool:
     """True once the Slurm script (slurm/requeue.sh) has created $SCALEDOWN_STOP_FILE, on every rank at the same
-    step: one small all-reduce per step, only when the variable is set (a host sync, the price of stopping
-    cleanly before a time limit)."""
+    step. Checked on logging steps only, when the variable is set: one small all-reduce (a host sync)."""
     path = os.environ.get("SCALEDOWN_STOP_FILE")
     if not path:
         return False
     return engine.all_reduce({"stop": float(os.path.exists(path))})["stop"] > 0
+
+
+def save_curves(engine: Engine, out_dir: Path, curves: dict[str, list]) -> None:
+    """Append this segment's logged steps to history.jsonl / eval_history.jsonl: the report's curves then span
+    every segment of a run that was stopped and resumed."""
+    if engine.is_main:
+        for name, rows in curves.items():
+            with open(out_dir / f"{name}.jsonl", "a") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def stopped(engine: Engine, tb: TensorBoard, step: int, out_dir: Path, curves: dict[str, list]) -> dict:
+    """After the stop checkpoint: keep the curves, tell the Slurm script (it requeues only then), exit cleanly."""
+    path = os.environ["SCALEDOWN_STOP_FILE"]
+    save_curves(engine, out_dir, curves)
+    if engine.is_main:
+        print(f"stop requested ({path}): checkpoint at step {step} written, exiting for the requeued job to "
+              "resume", flush=True)
+        Path(path + ".done").write_text(str(step))
+    tb.close()
+    engine.shutdown()
+    return {"steps": step, "stopped": True}
 
 
 def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine, num_records: int) -> int:
@@ -197,7 +220,8 @@ def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine
                           + "\n  ".join(changes))
     step = checkpointer.load(folder)["step"]
     if changes:
-        engine.set_base_lrs([cfg.optim.lr_compressor, cfg.optim.lr_generator])
+        o = cfg.optim  # the group order of param_groups: compressor, generator
+        engine.set_group_settings([o.lr_compressor, o.lr_generator], o.weight_decay, o.betas)
         if engine.is_main:
             print(f"resume from {folder} with changed settings: {'; '.join(changes)}", flush=True)
             with open(Path(cfg.train.output_dir) / "resume_changes.jsonl", "a") as f:
@@ -244,10 +268,15 @@ def train(cfg: Config) -> dict:
     if engine.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
+        if step == 0:  # a fresh start: curves of an earlier run in this folder are not this run's
+            for name in ("history", "eval_history"):
+                (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
     tb = TensorBoard(str(out_dir / "tensorboard"), engine.is_main)
     meter = Meter(FlopModel.of(engine.model, engine.tensor_parallel_size), device_peak_tflops(engine.device),
                   engine.device)
-    before = baseline(engine, eval_records, cfg, tb, out_dir) if eval_records and cfg.train.baseline_eval else None
+    before = None
+    if eval_records and cfg.train.baseline_eval:
+        before = baseline(engine, eval_records, cfg, tb, out_dir, step)
     batches = micro_batches(loader, sampler)
     bar = tqdm(total=total_steps, initial=step, disable=not engine.is_main, desc="train", file=sys.stdout)
     history, eval_history = [], []
@@ -256,21 +285,18 @@ def train(cfg: Config) -> dict:
         step += 1
         bar.update(1)
         # Logging and checkpointing read the step's results: on XLA they run as closures at the step barrier.
-        if step % cfg.train.log_every == 0 or step == total_steps:
+        logging = step % cfg.train.log_every == 0 or step == total_steps
+        if logging:
             engine.after_step(log_step, engine, meter, tb, bar, history, step, losses)
         engine.mark_step()
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records:
+        stop = logging and step < total_steps and stop_requested(engine)
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records and not stop:
             eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb, answers=False)})
-        stop = stop_requested(engine)
         if checkpointer.due(step) or step == total_steps or stop:
             engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
             engine.mark_step()
-        if stop and step < total_steps:
-            print(f"stop requested ({os.environ['SCALEDOWN_STOP_FILE']}): checkpoint at step {step} written, "
-                  "exiting for the requeued job to resume", flush=True)
-            tb.close()
-            engine.shutdown()
-            return {"steps": step, "stopped": True}
+        if stop:
+            return stopped(engine, tb, step, out_dir, {"history": history, "eval_history": eval_history})
     bar.close()
     engine.export(out_dir / "export")
     result = {"steps": step, "history": history, "eval_history": eval_history, "export": str(out_dir / "export"),
@@ -278,6 +304,7 @@ def train(cfg: Config) -> dict:
     if eval_records:
         result["eval"] = evaluate(engine, eval_records, cfg, step, tb)
         result["baseline"], result["speed"] = before, speed(engine, eval_records, cfg)
+    save_curves(engine, out_dir, {"history": history, "eval_history": eval_history})
     if engine.is_main:
         (out_dir / "train_result.json").write_text(json.dumps(result, indent=2))
         if eval_records:

@@ -12,6 +12,7 @@
 #SBATCH --output=%x-%j.out
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
+#SBATCH --open-mode=append
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(pwd)}"
 source slurm/requeue.sh  # USR1 before the time limit: checkpoint, then requeue

@@ -11,6 +11,7 @@
 #SBATCH --output=%x-%j.out
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
+#SBATCH --open-mode=append
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(pwd)}"
 source slurm/requeue.sh  # USR1 before the time limit: checkpoint, then requeue
@@ -33,8 +34,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 RUN="torchrun --nnodes $NNODES --node_rank \$SLURM_NODEID --nproc_per_node $CORES_PER_NODE \
   --master_addr $MASTER_ADDR --master_port $MASTER_PORT launchers/train_trn1.py"
 echo "nodes=$NNODES cores/node=$CORES_PER_NODE head=$MASTER_ADDR:$MASTER_PORT precompile=$PRECOMPILE"
-if [ "$PRECOMPILE" = 1 ]; then
+# The precompile pass fills the compile cache only: its own run folder, no resume; skipped after a requeue.
+if [ "$PRECOMPILE" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then
   srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
-    bash -c "neuron_parallel_compile $RUN $(printf '%q ' "$@") --train.max_steps=10"
+    bash -c "neuron_parallel_compile $RUN $(printf '%q ' "$@") \
+      --train.output_dir=${PRECOMPILE_DIR:-.cache/precompile-${SLURM_JOB_ID:-0}} --train.resume=none \
+      --train.max_steps=10"
 fi
 run_requeueable srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "$RUN $(printf '%q ' "$@")"

@@ -144,3 +144,5 @@ def test_usr1_before_the_time_limit_checkpoints_and_the_requeued_job_resumes(slu
     result = json.loads((out / "train_result.json").read_text())
     assert 0 < stopped < 60 and result["steps"] == 60
     assert result["history"][0]["step"] == stopped + 1  # the requeued run resumed, it did not start over
+    curve = [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert curve == list(range(1, 61))  # both segments, for the report

@@ -91,6 +91,7 @@ FORMATS: list[tuple[str, tuple[str, ...], Callable[[Row], tuple]]] = [
     ("plain", ("query",), _plain),
 ]
 NAMES = [name for name, _, _ in FORMATS]
+CONVERTERS = {name: convert for name, _, convert in FORMATS}
 
 
 def detect(row: Row) -> str:
@@ -106,11 +107,12 @@ def convert(row: Row, fmt: str, position: int) -> tuple[str, str, list[str]]:
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, got {type(row).__name__}")
     fmt = detect(row) if fmt == "auto" else fmt
-    convert_row = dict((n, c) for n, _, c in FORMATS)[fmt]
     try:
-        qid, text, answers = convert_row(row)
+        qid, text, answers = CONVERTERS[fmt](row)
     except KeyError as err:
         raise DataError(f"format {fmt}: field {err.args[0]!r} missing") from None
+    except (TypeError, AttributeError) as err:  # a field of the wrong shape (null, a string for a dict, ...)
+        raise DataError(f"format {fmt}: a field has the wrong type ({err})") from None
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"format {fmt}: the question is missing or empty")
     return str(position if qid is None else qid), text.strip(), answer_list(answers, f"format {fmt}: answers")

@@ -127,24 +127,21 @@ def merge(out: Path, query_ids: list[str], problems: Problems, num_chunks: int |
 
 
 def file_fingerprint(path: str | Path, window: int = 1 << 20) -> dict:
-    """Size, mtime and a hash of the first and last MiB: cheap at 35 GB, and any edit that keeps the size
-    but touches those bytes, or changes the size, is caught (mtime alone is recorded, not compared)."""
+    """Size and a hash of the first and last MiB: cheap at 35 GB, and any change of size, or of those bytes, is
+    caught. Name and date are left out: the same bytes copied elsewhere are the same corpus."""
     path = Path(path)
-    stat = path.stat()
+    size = path.stat().st_size
     digest = hashlib.sha256()
-    if path.is_file():
-        with open(path, "rb") as f:
+    with open(path, "rb") as f:
+        digest.update(f.read(window))
+        if size > window:
+            f.seek(max(window, size - window))
             digest.update(f.read(window))
-            if stat.st_size > window:
-                f.seek(max(window, stat.st_size - window))
-                digest.update(f.read(window))
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
+    return {"size": size, "sha256_ends": digest.hexdigest()}
 
 
 def index_fingerprint(args) -> dict:
-    corpus = file_fingerprint(args.corpus)
-    del corpus["mtime_ns"], corpus["path"]  # the same bytes under another name or date are the same corpus
-    return {"corpus": corpus, "corpus_format": args.corpus_format, "splade": args.splade,
+    return {"corpus": file_fingerprint(args.corpus), "corpus_format": args.corpus_format, "splade": args.splade,
             "tokenizer": args.tokenizer or args.teacher, "passage_tokens": args.passage_tokens,
             "shard_size": args.shard_size}
 
@@ -169,7 +166,8 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def check_fingerprint(path: Path, current: dict, what: str, force_hint: str) -> bool:
-    """True when `path` records `current` (or does not exist yet); SystemExit naming every difference."""
+    """True when `path` records `current`, False when it does not exist yet; SystemExit naming every
+    difference."""
     if not path.exists():
         return False
     changed = differences(json.loads(path.read_text()), current)
@@ -194,8 +192,12 @@ def build(args) -> dict | None:
     if args.force_rebuild:
         barrier()
         if rank == 0:
-            for stale in [out / "chunks", out / "build.json"] + ([] if args.index else [index_dir]):
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+            stale = [out / "chunks", out / "build.json"]
+            fingerprint = index_dir / "FINGERPRINT.json"
+            if not args.index and fingerprint.exists() and json.loads(fingerprint.read_text()) != index_fp:
+                stale.append(index_dir)  # an index that still matches is kept: it is the expensive part
+            for path in stale:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         barrier()
     hint = "run with --force-rebuild to redo it, or use another --out"
     index_known = check_fingerprint(index_dir / "FINGERPRINT.json", index_fp, "index",
@@ -212,7 +214,9 @@ def build(args) -> dict | None:
     problems = Problems()
     from scaledown.models.generator import load_tokenizer
 
-    encoder = load_sparse_encoder(args.splade, trust_remote_code=args.trust_remote_code)
+    from scaledown.data.teacher import local_device
+
+    encoder = load_sparse_encoder(args.splade, device=str(local_device()), trust_remote_code=args.trust_remote_code)
     if not (index_dir / "COMPLETE").exists():
         if not args.tokenizer and args.teacher in ("gold", "none"):
             raise SystemExit(f"--teacher {args.teacher} needs --tokenizer (the generator's) for passage chunking")

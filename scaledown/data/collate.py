@@ -62,16 +62,19 @@ class Collator:
     """k; None uses the largest document count in the batch (inference)."""
     rerank: bool = False
     with_answers: bool = True
+    encoder_pairs: bool = False
+    """An encoder compressor: `[CLS] query [SEP] document [SEP]` instead of `compressor_template`."""
 
     def __post_init__(self):
         ctok = self.compressor_tokenizer
         self.memory_ids = ctok.convert_tokens_to_ids(memory_tokens(self.num_memory_tokens))
         self.rerank_id = ctok.convert_tokens_to_ids(RERANK_TOKEN) if self.rerank else None
         self.placeholder_id = self.tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
-        if ctok.cls_token_id is not None and ctok.sep_token_id is not None and ctok.bos_token_id is None:
-            # An encoder reads the (query, document) pair as its tokenizer encodes pairs.
-            cls, sep = [ctok.cls_token_id], [ctok.sep_token_id]
-            self.comp_pieces = (cls, sep, sep)
+        if self.encoder_pairs:
+            # An encoder reads the (query, document) pair as BERT-style tokenizers encode pairs.
+            first = ctok.cls_token_id if ctok.cls_token_id is not None else ctok.bos_token_id
+            sep = ctok.sep_token_id if ctok.sep_token_id is not None else ctok.eos_token_id
+            self.comp_pieces = ([first], [sep], [sep])
         else:
             bos = [ctok.bos_token_id] if ctok.bos_token_id is not None else []
             head, middle, tail = (ctok(piece, add_special_tokens=False)["input_ids"]

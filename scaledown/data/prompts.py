@@ -34,21 +34,38 @@ def text_documents(documents: list[str]) -> str:
     return "".join(f"Document {i}: {d}\n" for i, d in enumerate(docs, start=1))
 
 
+def _render(tokenizer, messages: list[dict]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+_SYSTEM_SUPPORT: dict[str, bool] = {}  # by template text: the collator asks once per record
+
+
+def supports_system(tokenizer) -> bool:
+    """Whether the chat template renders a system turn (Mistral-Instruct v0.2 raises; some drop it silently)."""
+    template = tokenizer.chat_template
+    if template is None:
+        return False
+    if template not in _SYSTEM_SUPPORT:
+        probe = "\ue000system probe\ue001"
+        try:
+            rendered = _render(tokenizer, [{"role": "system", "content": probe}, {"role": "user", "content": "u"}])
+            _SYSTEM_SUPPORT[template] = probe in rendered
+        except TemplateError:
+            _SYSTEM_SUPPORT[template] = False
+    return _SYSTEM_SUPPORT[template]
+
+
 def chat_prompt(tokenizer, system: str, user: str) -> str:
-    """The prompt text up to the assistant's turn, rendered with the tokenizer's chat template."""
+    """The prompt text up to the assistant's turn, rendered with the tokenizer's chat template; without a system
+    role the system text is merged into the user turn ("system\nuser"), as the reference does."""
     if tokenizer.chat_template is None:
         return (tokenizer.bos_token or "") + (f"{system}\n" if system else "") + user + RESPONSE_CUE
-    if system:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            if system in text:
-                return text
-        except TemplateError:
-            pass  # "roles must alternate" / "system role not supported": merge as below
-        user = f"{system}\n{user}"
-    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                         add_generation_prompt=True)
+    if not system:
+        return _render(tokenizer, [{"role": "user", "content": user}])
+    if supports_system(tokenizer):
+        return _render(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": user}])
+    return _render(tokenizer, [{"role": "user", "content": f"{system}\n{user}"}])
 
 
 def split_template(template: str, *fields: str) -> list[str]:

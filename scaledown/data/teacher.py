@@ -108,8 +108,9 @@ class HFTeacher:
 class VLLMTeacher(HFTeacher):
     """The same prompts through vLLM (install it separately; used only when asked for), one engine per process.
 
-    Under torchrun each process pins itself to its LOCAL_RANK GPU before vLLM initialises CUDA. Prompts go in as
-    token ids: the chat template already wrote the BOS, and vLLM would add a second one to a text prompt."""
+    Under torchrun each process shows vLLM only its LOCAL_RANK GPU (CUDA_VISIBLE_DEVICES, read by vLLM's own
+    worker process). Prompts go in as token ids: the chat template already wrote the BOS, and vLLM would add a
+    second one to a text prompt."""
 
     def __init__(self, name_or_path: str, system_prompt: str = SYSTEM_PROMPT, user_template: str = USER_TEMPLATE,
                  max_new_tokens: int = 128, batch_size: int = 8, dtype: str = "bfloat16",

@@ -140,15 +140,15 @@ class Engine(ABC):
     def lrs(self) -> list[float]:
         """Current learning rate of each parameter group."""
 
-    def set_base_lrs(self, lrs: list[float]) -> None:
-        """Continue the schedule from new base LRs, one per group (a resume that changes them on purpose:
-        loading the scheduler's state brought back the old ones). Every backend keeps a LambdaLR in
-        `self.scheduler`."""
+    def set_group_settings(self, lrs: list[float], weight_decay: float, betas: tuple[float, float]) -> None:
+        """A resume that changes the optimizer settings on purpose: loading the optimizer and scheduler state
+        brought back the old ones. The schedule continues from the new base LRs (one per group). Every backend
+        keeps a LambdaLR in `self.scheduler`."""
         scheduler = self.scheduler
         scheduler.base_lrs = list(lrs)
         for group, lr, fn in zip(scheduler.optimizer.param_groups, lrs, scheduler.lr_lambdas):
-            group["initial_lr"] = lr
-            group["lr"] = lr * fn(scheduler.last_epoch)
+            group.update(initial_lr=lr, lr=lr * fn(scheduler.last_epoch), weight_decay=weight_decay,
+                         betas=tuple(betas))
 
     def _window_done(self) -> bool:
         """Count a micro-step; True at the end of an accumulation window (for engines that accumulate themselves)."""

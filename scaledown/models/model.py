@@ -76,7 +76,8 @@ class ScaleDownModel(nn.Module):
         c = self.config
         return Collator(self.tokenizer, self.compressor_tokenizer, c.num_memory_tokens, c.max_doc_tokens,
                         c.max_query_tokens, c.max_answer_tokens, c.system_prompt, c.user_template, c.doc_separator,
-                        c.compressor_template, num_documents, c.rerank, with_answers)
+                        c.compressor_template, num_documents, c.rerank, with_answers,
+                        encoder_pairs=c.compressor == "encoder")
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by optimizer group: the compressor (and rerank head) and the generator's LoRA."""
