@@ -51,6 +51,8 @@ def plot(result: dict, path: Path) -> None:
         points = [(e["step"], e[key]) for e in evals if key in e]
         if key in base.get("compressed", {}):
             points.insert(0, (0, base["compressed"][key]))
+        if key in (result.get("eval") or {}) and (not points or points[-1][0] != result["steps"]):
+            points.append((result["steps"], result["eval"][key]))  # the final evaluation
         if points:
             axes[1].plot(*zip(*points), marker="o", label=label)
     for name, style in (("uncompressed", "--"), ("no_documents", ":")):
