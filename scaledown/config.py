@@ -110,6 +110,7 @@ class DataConfig:
     num_documents: int = 5
     """k: documents per query in training; records with fewer are padded with masked empty slots."""
     max_eval_examples: int = 256
+    """Held-out records evaluated during and after training (0: all of them)."""
     eval_num_documents: int = 10
     """Documents read per query in evaluation (the paper evaluates with 10)."""
     num_workers: int = 0
