@@ -277,8 +277,11 @@ def setup_device(requested: str | None) -> tuple[int, int, torch.device]:
         if not torch.cuda.is_available():
             raise SystemExit(f"--device {requested}: no CUDA device on this machine")
         if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+            from scaledown.data.teacher import local_device
+
+            device = local_device()  # this rank's LOCAL_RANK GPU, made current
+        else:
+            torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
