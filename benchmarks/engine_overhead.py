@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from scaledown.config import Config, ModelConfig  # noqa: E402
 from scaledown.data.schema import validate_record  # noqa: E402
 from scaledown.data.synthetic import make_records  # noqa: E402
-from scaledown.engine.deepspeed import DeepSpeedEngine, resolve_ds_config  # noqa: E402
+from scaledown.engine.deepspeed import ZeroEngine, resolve_ds_config  # noqa: E402
 from scaledown.metrics import FlopModel, Meter  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
 from scaledown.models.tiny import make_tiny_generator  # noqa: E402
@@ -69,7 +69,7 @@ def main():
     global_batch = args.micro_batch * args.accumulation * world
 
     # Ours: the Engine + train_step the trainer runs (metrics accounting included).
-    ours = DeepSpeedEngine(global_batch, args.micro_batch, config=args.ds_config, dtype=args.dtype)
+    ours = ZeroEngine(global_batch, args.micro_batch, config=args.ds_config, dtype=args.dtype)
     ours.setup()
     ours_model = ours.prepare(lambda: build(args), groups, lr_schedule(10_000, 0.05), 1.0)
     meter = Meter(FlopModel.of(ours.model), 0.0, ours.device)

@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from inference import ARCHS  # noqa: E402
 from scaledown.config import Config, ModelConfig  # noqa: E402
 from scaledown.data.schema import Record  # noqa: E402
-from scaledown.engine.deepspeed import DeepSpeedEngine  # noqa: E402
+from scaledown.engine.deepspeed import ZeroEngine  # noqa: E402
 from scaledown.metrics import FlopModel, Meter, device_peak_tflops  # noqa: E402
 from scaledown.models.generator import DTYPES  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
@@ -51,7 +51,7 @@ def ds_config(stage: int) -> dict:
 
 def measure(args, layers: int, micro: int, stage: int, tokenizer) -> dict:
     world = int(os.environ.get("WORLD_SIZE", 1))
-    engine = DeepSpeedEngine(micro * world, micro, config=ds_config(stage), dtype=args.dtype)
+    engine = ZeroEngine(micro * world, micro, config=ds_config(stage), dtype=args.dtype)
     engine.setup()
     cfg = ModelConfig(generator=args.arch, compressor_layers=layers, dtype=args.dtype, rerank=True)
 

@@ -7,7 +7,6 @@ validates itself in `__post_init__`, and the resolved config is saved next to ev
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from scaledown.data import prompts
+from scaledown.engine import BACKENDS
 
 
 class ConfigError(ValueError):
@@ -31,6 +31,8 @@ def _at_least(section: str, obj, minimum: float, *names: str) -> None:
 
 @dataclass
 class ModelConfig:
+    """The model: generator, compressor, LoRA, reranking, prompts."""
+
     generator: str = "mistralai/Mistral-7B-Instruct-v0.2"
     """Path or hub id of the generator (any Hugging Face causal LM with a chat template)."""
     compressor: str = "n_layers"
@@ -51,17 +53,24 @@ class ModelConfig:
     max_answer_tokens: int = 128
     """Training answers are truncated to this many tokens; also the default for `generate`."""
     lora_r: int = 16
+    """LoRA rank of the generator's adapters."""
     lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
     lora_dropout: float = 0.1
+    """Dropout on the LoRA input."""
     lora_target_modules: str = "all-linear"
     """peft `target_modules`: `all-linear` puts LoRA on every linear layer but the LM head."""
     rerank: bool = False
     """Add a `<RR>` token to the compressor input and train a score head on it."""
     rerank_weight: float = 0.05
     """Weight of the MSE between the `<RR>` score and the cross-encoder score."""
+    rerank_missing: str = "error"
+    """With `rerank`, training records without `reranking_scores`: `error` (before any compute), or `ignore`
+    (the rerank loss counts only the records that have scores)."""
     dtype: str = "bfloat16"
     """Weights and compute dtype: bfloat16, float16 or float32."""
     attn_implementation: str = "sdpa"
+    """Hugging Face attention kernel: sdpa, eager or flash_attention_2."""
     trust_remote_code: bool = False
     """Off by default: loading a model must not run code from its folder unless asked."""
     system_prompt: str = prompts.SYSTEM_PROMPT
@@ -88,6 +97,8 @@ class ModelConfig:
             raise ConfigError(f"model.lora_alpha={self.lora_alpha}: must be > 0")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"model.lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if self.rerank_missing not in ("error", "ignore"):
+            raise ConfigError(f"model.rerank_missing={self.rerank_missing!r}: expected error or ignore")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"model.dtype={self.dtype!r}: expected bfloat16, float16 or float32")
         for name, fields in (("user_template", ("docs", "question")), ("compressor_template", ("query", "document"))):
@@ -103,6 +114,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Training and evaluation records (built by `scaledown build`)."""
+
     train_path: str = ""
     """Training records: a JSONL file or a Hugging Face `datasets` folder (see scaledown/data/schema.py)."""
     eval_path: str = ""
@@ -123,13 +136,18 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW with one group per part of the model, warmup then linear decay."""
+
     lr_generator: float = 1e-4
     """LR of the generator's LoRA matrices."""
     lr_compressor: float | None = None
     """LR of the compressor; None picks the paper's value: 5e-5 for n_layers, 1e-4 for encoder."""
     weight_decay: float = 0.1
+    """AdamW weight decay, both groups."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas; on the command line `--optim.betas=0.9,0.95`."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     warmup_ratio: float = 0.05
     """Linear warmup over this share of the steps, then linear decay to 0."""
     max_grad_norm: float = 1.0
@@ -151,6 +169,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """The loop: batch sizes, length, logging, evaluation, checkpoints."""
+
     output_dir: str = "runs/default"
     """Run folder: config.yaml, checkpoints/step-*/, tensorboard/, export/."""
     global_batch_size: int = 128
@@ -158,10 +178,13 @@ class TrainConfig:
     micro_batch_size: int = 4
     """Queries per forward pass per data-parallel rank."""
     epochs: float = 1.0
+    """Passes over the training records (fractions allowed); the paper: 1."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0: run `epochs`)."""
     seed: int = 0
+    """Seeds the initial weights, the data order and dropout."""
     log_every: int = 10
+    """Log losses, LR, grad norm, throughput and MFU every K optimizer steps."""
     eval_every: int = 0
     """Held-out answer CE every K optimizer steps, the learning curve (0: none); answer metrics at the end."""
     baseline_eval: bool = True
@@ -195,12 +218,15 @@ class TrainConfig:
 
 @dataclass
 class EngineConfig:
+    """The distributed backend (see scaledown/engine/__init__.py)."""
+
     backend: str = "deepspeed"
     """`deepspeed` (GPU clusters, or CPU with DS_ACCELERATOR=cpu), `torch` (one process, debugging),
     `neuron` (neuronx-distributed on Trainium)."""
     deepspeed_config: str = "ds_configs/zero2.json"
     """DeepSpeed JSON; its "auto" fields are filled from this config, explicit values must agree."""
     neuron_config: str = "neuron_configs/tp1_lora.yaml"
+    """neuronx-distributed settings, one key per argument of `neuronx_distributed_config`."""
     tensor_parallel_size: int = 1
     """Tensor-parallel degree (neuron backend only)."""
     build_concurrency: int = 8
@@ -210,8 +236,8 @@ class EngineConfig:
     float32). Not with deepspeed, whose JSON sets the precision."""
 
     def __post_init__(self):
-        if self.backend not in ("deepspeed", "torch", "neuron"):
-            raise ConfigError(f"engine.backend={self.backend!r}: expected deepspeed, torch or neuron")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"engine.backend={self.backend!r}: expected one of {', '.join(BACKENDS)}")
         if self.tensor_parallel_size < 1 or self.build_concurrency < 1:
             raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}, engine.build_concurrency="
                               f"{self.build_concurrency}: both must be >= 1")
@@ -311,41 +337,54 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "tr
              "engine": EngineConfig}
 
 
-def parse_overrides(args: list[str]) -> dict[str, dict[str, Any]]:
-    """`--section.field=value` (or `--section.field value`) -> nested dict; values parse as YAML scalars."""
-    out: dict[str, dict[str, Any]] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
-            raise ConfigError(f"override {arg!r}: expected --section.field=value")
-        key, sep, value = arg[2:].partition("=")
-        if not sep:
-            if i + 1 >= len(args):
-                raise ConfigError(f"override {arg!r} has no value")
-            value = args[i + 1]
-            i += 1
-        section, _, name = key.partition(".")
-        out.setdefault(section, {})[name] = yaml.safe_load(value) if value != "" else ""
-        i += 1
+def config_parser(prog: str | None = None, description: str | None = None):
+    """The command-line parser of every entry point that takes a run config: `--config FILE` (YAML or JSON), then
+    `--section.field=value` for every field, listed with its docstring, type and default in `--help`;
+    `--print_config` prints the resolved config and exits."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # the field docstrings become the help
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML or JSON config file (defaults: the paper's)")
+    for name, section in _SECTIONS.items():
+        parser.add_class_arguments(section, name, instantiate=False)
+    return parser
+
+
+def _list_fields() -> set[str]:
+    return {f"{name}.{f.name}" for name, section in _SECTIONS.items() for f in dataclasses.fields(section)
+            if str(f.type).startswith(("tuple", "list"))}
+
+
+def normalise_args(args: list[str]) -> list[str]:
+    """`--optim.betas=0.9,0.95` -> `--optim.betas=[0.9,0.95]`: list fields also take comma-separated values."""
+    lists, out = _list_fields(), []
+    for i, arg in enumerate(args):
+        key, sep, value = arg.partition("=")
+        if not sep and i and args[i - 1].lstrip("-") in lists:  # `--optim.betas 0.9,0.95`
+            key, value = None, arg
+        if (key is None or key.lstrip("-") in lists) and value and not value.lstrip().startswith("["):
+            arg = f"[{value}]" if key is None else f"{key}=[{value}]"
+        out.append(arg)
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML or JSON config file (or the defaults when path is None) and apply overrides."""
-    data: dict[str, dict[str, Any]] = {}
-    source = "<defaults>"
-    if path:
-        source = str(path)
-        text = Path(path).read_text()
-        try:
-            data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {err}")
-        data = data or {}
-    for section, values in parse_overrides(overrides or []).items():
-        data.setdefault(section, {}).update(values)
+def parse_config(args: list[str], parser=None) -> Config:
+    """Command-line arguments (`--config FILE`, `--section.field=value`) -> a validated Config."""
+    from jsonargparse import ArgumentError
+
+    parser = parser or config_parser()
     try:
-        return Config.from_dict(data, source)
-    except TypeError as err:
-        raise ConfigError(f"{source}: {err}") from err
+        namespace = parser.parse_args(normalise_args(args))
+    except ArgumentError as err:
+        raise ConfigError(" ".join(line.strip() for line in str(err).splitlines())) from None
+    data = namespace.clone(with_meta=False).as_dict()
+    data.pop("config", None)
+    return Config.from_dict(data, "command line")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """A YAML or JSON config file (or the defaults when path is None) with `--section.field=value` overrides."""
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{path}: no such config file")
+    return parse_config((["--config", str(path)] if path else []) + list(overrides or []))

@@ -22,7 +22,8 @@ from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError, load_config
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.schema import load_records
-from scaledown.engine.base import Engine, ParamGroup, make_engine
+from scaledown.engine import make_engine
+from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
                             summarize)
 from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
@@ -57,17 +58,6 @@ def build_model(cfg: Config) -> ScaleDownModel:
             part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             part.train()  # Hugging Face recomputes only in training mode; from_pretrained returns eval mode
     return model
-
-
-def build_engine(cfg: Config) -> Engine:
-    kwargs = {"autocast": cfg.engine.autocast}
-    if cfg.engine.backend == "deepspeed":
-        kwargs = {"config": cfg.engine.deepspeed_config, "dtype": cfg.model.dtype}
-    elif cfg.engine.backend == "neuron":
-        kwargs.update(config=cfg.engine.neuron_config, tensor_parallel_size=cfg.engine.tensor_parallel_size,
-                      dtype=cfg.model.dtype, generator=cfg.model.generator,
-                      build_concurrency=cfg.engine.build_concurrency)
-    return make_engine(cfg.engine.backend, cfg.train.global_batch_size, cfg.train.micro_batch_size, **kwargs)
 
 
 def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.Tensor]:
@@ -196,7 +186,7 @@ def save_curves(engine: Engine, out_dir: Path, curves: dict[str, list]) -> None:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
-def stopped(engine: Engine, tb: TensorBoard, step: int, out_dir: Path, curves: dict[str, list]) -> dict:
+def stopped(engine: Engine, step: int, out_dir: Path, curves: dict[str, list]) -> dict:
     """After the stop checkpoint: keep the curves, tell the Slurm script (it requeues only then), exit cleanly."""
     path = os.environ["SCALEDOWN_STOP_FILE"]
     save_curves(engine, out_dir, curves)
@@ -204,8 +194,6 @@ def stopped(engine: Engine, tb: TensorBoard, step: int, out_dir: Path, curves: d
         print(f"stop requested ({path}): checkpoint at step {step} written, exiting for the requeued job to "
               "resume", flush=True)
         Path(path + ".done").write_text(str(step))
-    tb.close()
-    engine.shutdown()
     return {"steps": step, "stopped": True}
 
 
@@ -230,10 +218,20 @@ def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine
 
 
 def train(cfg: Config) -> dict:
+    """Train, evaluate and export as `cfg` says; TensorBoard and the process group are closed however it ends."""
     cfg.check_paths()
-    engine = build_engine(cfg)
+    engine = make_engine(cfg)
     engine.setup()
     print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
+    tb = TensorBoard(str(Path(cfg.train.output_dir) / "tensorboard"), engine.is_main)
+    try:
+        return run(cfg, engine, tb)
+    finally:
+        tb.close()
+        engine.shutdown()
+
+
+def run(cfg: Config, engine: Engine, tb: TensorBoard) -> dict:
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)
@@ -271,7 +269,6 @@ def train(cfg: Config) -> dict:
         if step == 0:  # a fresh start: curves of an earlier run in this folder are not this run's
             for name in ("history", "eval_history"):
                 (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
-    tb = TensorBoard(str(out_dir / "tensorboard"), engine.is_main)
     meter = Meter(FlopModel.of(engine.model, engine.tensor_parallel_size), device_peak_tflops(engine.device),
                   engine.device)
     before = None
@@ -296,7 +293,7 @@ def train(cfg: Config) -> dict:
             engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
             engine.mark_step()
         if stop:
-            return stopped(engine, tb, step, out_dir, {"history": history, "eval_history": eval_history})
+            return stopped(engine, step, out_dir, {"history": history, "eval_history": eval_history})
     bar.close()
     engine.export(out_dir / "export")
     result = {"steps": step, "history": history, "eval_history": eval_history, "export": str(out_dir / "export"),
@@ -311,8 +308,6 @@ def train(cfg: Config) -> dict:
             from scaledown.report import write_report
 
             write_report(out_dir)
-    tb.close()
-    engine.shutdown()
     return result
 
 

@@ -275,11 +275,12 @@ def test_restarts_redo_what_changed_and_refuse_other_settings(setup, tmp_path):
     assert "index/FINGERPRINT.json: this index was made with other settings" in err and "corpus.size" in err
     run_build(1, other + ["--force-rebuild"])
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('[{"id": "1", "title": "t", "text": "a JSON list, not lines"}]\n')
+    bad.write_text('[{"id": "1", "title": "t, no text"},\n 5]\n')
     empty = [str(bad) if a == str(t / "corpus.jsonl") else a for a in args]
     empty[empty.index("--out") + 1] = str(tmp_path / "empty")
     err = run_build_expecting_failure(empty)
-    assert "bad.jsonl: no good passages (1 bad lines)" in err and "bad.jsonl:1: expected a JSON object" in err
+    assert "bad.jsonl: no good passages (2 bad lines)" in err and "bad.jsonl:1: fields 'id' and 'text'" in err
+    assert "bad.jsonl:2: expected a JSON object" in err
     assert not (tmp_path / "empty" / "index" / "COMPLETE").exists()
     failing = [a for a in args if a != str(models["teacher"])]
     failing[failing.index("--teacher") + 1: failing.index("--teacher") + 1] = ["gold"]

@@ -58,3 +58,38 @@ def test_datasets_folder(tmp_path):
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(DataError, match=r"row 1: field 'query': empty"):
         load_records(tmp_path / "bad")
+
+
+def test_json_list_training_file_is_read_and_errors_name_the_line(tmp_path):
+    """The original ScaleDown code's train_data.json: a JSON list, here pretty-printed over several lines."""
+    rows = [{"query": "q1", "documents": ["d1"], "answer": "a1"}, {"query": "q2", "documents": ["d2"], "answer": "a2"}]
+    path = tmp_path / "train_data.json"
+    path.write_text(json.dumps(rows, indent=2))
+    assert [r.query for r in load_records(path)] == ["q1", "q2"]
+    rows[1]["answer"] = 7
+    path.write_text(json.dumps(rows, indent=2))
+    second = 1 + json.dumps(rows, indent=2).split("\n").index("  {", 2)
+    with pytest.raises(DataError, match=f"train_data.json:{second}: field 'answer'"):
+        load_records(path)
+    path.write_text('[{"query": "q1", "documents": ["d1"], "answer": "a1"},\n {"query": oops}]')
+    with pytest.raises(DataError, match="train_data.json:2: invalid JSON"):
+        load_records(path)
+
+
+def test_corpus_formats_are_sniffed_from_content(tmp_path):
+    from scaledown.data.corpus import Problems, read_corpus
+
+    docs = [{"id": "a", "title": "A", "text": "alpha"}, {"id": "b", "title": "B", "text": "beta"}]
+    (tmp_path / "list.json").write_text(json.dumps(docs, indent=1))
+    (tmp_path / "lines.txt").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "kilt.json").write_text(json.dumps({"wikipedia_id": "a", "wikipedia_title": "A",
+                                                    "text": ["A", "alpha"]}) + "\n")
+    (tmp_path / "collection.txt").write_text("a\talpha\nb\tbeta\n")
+    expected = {"list.json": ["a", "b"], "lines.txt": ["a", "b"], "kilt.json": ["a"], "collection.txt": ["a", "b"]}
+    for name, ids in expected.items():
+        problems = Problems()
+        assert [d[0] for d in read_corpus(tmp_path / name, problems)] == ids, name
+        assert not problems.counts, problems.messages
+    (tmp_path / "prose.txt").write_text("just some prose\n")
+    with pytest.raises(SystemExit, match="prose.txt: not a corpus format.*JSON list"):
+        list(read_corpus(tmp_path / "prose.txt", Problems()))

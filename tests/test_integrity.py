@@ -133,7 +133,7 @@ def test_teacher_prompt_keeps_special_strings_as_text(tiny_generator):
     ("--optim.max_grad_norm=-1", "optim.max_grad_norm=-1.0: must be a number >= 0"),
     ("--train.save_every=-2", "train.save_every=-2: must be a number >= 0"),
     ("--train.eval_every=-1", "train.eval_every=-1: must be a number >= 0"),
-    ("--optim.betas=[2, 3]", r"optim.betas=\[2, 3\]: expected two numbers in \[0, 1\)"),
+    ("--optim.betas=[2, 3]", r"optim.betas=\[2.0, 3.0\]: expected two numbers in \[0, 1\)"),
     ("--model.rerank_weight=-1", "model.rerank_weight=-1.0: must be a number >= 0"),
     ("--data.num_workers=-1", "data.num_workers=-1: must be a number >= 0"),
     ("--train.resume_changes=maybe", "train.resume_changes='maybe': expected refuse or allow"),

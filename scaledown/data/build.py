@@ -291,8 +291,10 @@ def build(args) -> dict | None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Build a ScaleDown training set (retrieve, rerank, teacher answers).")
-    p.add_argument("--corpus", required=True, help="KILT JSONL, JSONL {id,title,text} or TSV id<TAB>text")
-    p.add_argument("--corpus-format", default="auto", choices=["auto", "jsonl", "tsv"])
+    p.add_argument("--corpus", required=True, help="KILT JSONL, JSONL or a JSON list of {id,title,text}, TSV "
+                                                   "id<TAB>text, or a datasets folder")
+    p.add_argument("--corpus-format", default="auto", choices=["auto", "jsonl", "tsv", "datasets"],
+                   help="auto: sniffed from the content")
     p.add_argument("--queries", default="",
                    help="text (one per line), TSV qid<TAB>query, or JSONL / JSON / a datasets folder in one of the "
                         "formats of scaledown/data/benchmarks.py (NQ, TriviaQA, HotpotQA, ASQA, PopQA, BioASQ, ...)")

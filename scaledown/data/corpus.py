@@ -1,7 +1,8 @@
 """Corpus and query readers (streaming), passage chunking, and the problem log for bad input lines.
 
 Corpora: the KILT knowledge source (`{"wikipedia_id", "wikipedia_title", "text": [paragraphs]}` per line),
-generic JSONL (`{"id", "title", "text"}`) and TSV (`id<TAB>text`, the MS MARCO collection). Queries: a text file
+generic JSONL (`{"id", "title", "text"}`), a JSON list of such objects, TSV (`id<TAB>text`, the MS MARCO
+collection), or a `datasets` folder with those columns; the format is sniffed from the content. Queries: a text file
 (one per line), TSV (`qid<TAB>query`), or rows of JSONL, a JSON file or a `datasets` folder in any of the formats
 of scaledown/data/benchmarks.py (the paper's QA sets as users hold them), with their gold aliases.
 A bad line is logged with its file and line number, counted, and skipped: it never aborts a build.
@@ -9,13 +10,12 @@ A bad line is logged with its file and line number, counted, and skipped: it nev
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from scaledown.data.schema import DataError, check_unicode
+from scaledown.data.schema import DataError, check_unicode, iter_rows, sniff
 
 
 @dataclass
@@ -62,15 +62,17 @@ def _lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
                 yield lineno, line
 
 
+CORPUS_FORMATS = ("JSONL {id, title, text}, KILT JSONL {wikipedia_id, wikipedia_title, text: [paragraphs]}, a JSON "
+                  "list of {id, title, text}, TSV id<TAB>text (MS MARCO), or a datasets folder")
+
+
 def detect_format(path: Path) -> str:
-    if path.is_dir():
-        return "datasets"
-    name = path.name.lower()
-    if name.endswith((".tsv", ".tsv.txt")):
-        return "tsv"
-    if name.endswith((".jsonl", ".json")):
-        return "jsonl"
-    return "text"
+    """`datasets`, `tsv`, `text`, or `jsonl` for every JSON form (lines, a list, one document): from the content,
+    the `.tsv` name deciding only between TSV and plain text."""
+    kind = sniff(path)
+    if kind in ("json_list", "json", "jsonl", "datasets", "empty"):
+        return "jsonl" if kind != "datasets" else "datasets"
+    return "tsv" if kind == "tsv" or path.name.lower().endswith(".tsv") else "text"
 
 
 def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iterator[tuple[str, str, str]]:
@@ -85,38 +87,45 @@ def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iter
 
 
 def _corpus_rows(path: Path, problems: Problems, fmt: str) -> Iterator[tuple[str, str, str, str]]:
+    if not path.exists():
+        raise SystemExit(f"{path}: no such corpus file or folder")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    for lineno, line in _lines(path, problems):
-        where = f"{path}:{lineno}"
-        if fmt == "tsv":
+    if fmt == "text":
+        raise SystemExit(f"{path}: not a corpus format this build reads; expected {CORPUS_FORMATS}")
+    if fmt == "tsv":
+        for lineno, line in _lines(path, problems):
             parts = line.split("\t")
             if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
-                problems.add("bad_line", f"{where}: expected 'id<TAB>text'")
+                problems.add("bad_line", f"{path}:{lineno}: expected 'id<TAB>text'")
                 continue
-            yield where, parts[0].strip(), "", parts[1].strip()
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.add("bad_line", f"{where}: invalid JSON: {err.msg}")
-            continue
-        if not isinstance(obj, dict):
-            problems.add("bad_line", f"{where}: expected a JSON object")
-            continue
-        if "wikipedia_id" in obj:  # KILT knowledge source
-            paragraphs = obj.get("text")
-            if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
-                problems.add("bad_line", f"{where}: field 'text': expected a list of paragraphs")
-                continue
-            # KILT's first paragraph repeats the title.
-            body = "\n".join(p.strip() for p in paragraphs[1:] if p.strip())
-            yield where, str(obj["wikipedia_id"]), str(obj.get("wikipedia_title") or ""), body
-        else:
-            text = obj.get("text")
-            if obj.get("id") is None or not isinstance(text, str) or not text.strip():
-                problems.add("bad_line", f"{where}: fields 'id' and 'text' (a non-empty string) are required")
-                continue
-            yield where, str(obj["id"]), str(obj.get("title") or ""), text
+            yield f"{path}:{lineno}", parts[0].strip(), "", parts[1].strip()
+        return
+    try:
+        for where, _, obj in iter_rows(path, bad=lambda message: problems.add("bad_line", message)):
+            row = _corpus_row(where, obj, problems)
+            if row:
+                yield row
+    except DataError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _corpus_row(where: str, obj, problems: Problems) -> tuple[str, str, str, str] | None:
+    if not isinstance(obj, dict):
+        problems.add("bad_line", f"{where}: expected a JSON object with id and text, got {type(obj).__name__}")
+        return None
+    if "wikipedia_id" in obj:  # KILT knowledge source
+        paragraphs = obj.get("text")
+        if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
+            problems.add("bad_line", f"{where}: field 'text': expected a list of paragraphs")
+            return None
+        # KILT's first paragraph repeats the title.
+        body = "\n".join(p.strip() for p in paragraphs[1:] if p.strip())
+        return where, str(obj["wikipedia_id"]), str(obj.get("wikipedia_title") or ""), body
+    text = obj.get("text")
+    if obj.get("id") is None or not isinstance(text, str) or not text.strip():
+        problems.add("bad_line", f"{where}: fields 'id' and 'text' (a non-empty string) are required")
+        return None
+    return where, str(obj["id"]), str(obj.get("title") or ""), text
 
 
 def chunk_passages(documents, tokenizer, max_tokens: int = 128) -> Iterator[Passage]:
@@ -132,35 +141,13 @@ def chunk_passages(documents, tokenizer, max_tokens: int = 128) -> Iterator[Pass
 
 
 def _rows(path: Path, fmt: str, split: str | None, problems: Problems) -> Iterator[tuple[str, object]]:
-    """(where, row) of a `datasets` folder, a JSON file (a list of rows or BioASQ's {"questions": [...]}) or JSONL."""
-    if fmt == "datasets":
-        import datasets
-
-        data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise SystemExit(f"{path}: a DatasetDict with splits {sorted(data)}: choose one with --split")
-            data = data[split]
-        for i, row in enumerate(data):
-            yield f"{path}: row {i}", row
-        return
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError:
-            data = None  # JSON lines under a .json name: read line by line below
-        if data is not None:
-            if isinstance(data, dict):  # BioASQ's {"questions": [...]}, or a one-line JSONL file
-                data = data["questions"] if isinstance(data.get("questions"), list) else [data]
-            rows = data if isinstance(data, list) else [data]
-            for i, row in enumerate(rows):
-                yield f"{path}: item {i}", row
-            return
-    for lineno, line in _lines(path, problems):
-        try:
-            yield f"{path}:{lineno}", json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.add("bad_line", f"{path}:{lineno}: invalid JSON: {err.msg}")
+    """(where, row) of a `datasets` folder, JSONL, a JSON list, or a JSON document holding one (BioASQ's
+    {"questions": [...]})."""
+    try:
+        for where, _, row in iter_rows(path, bad=lambda message: problems.add("bad_line", message), split=split):
+            yield where, row
+    except DataError as err:
+        raise SystemExit(str(err)) from None
 
 
 def read_queries(path: str | Path, problems: Problems, fmt: str = "auto", split: str | None = None) -> list[Query]:

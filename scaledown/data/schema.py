@@ -14,6 +14,7 @@ raises `DataError` naming the file, the line (or row) and the field.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -143,36 +144,132 @@ def validate_record(obj: Any, where: str, require_answer: bool = True, default_i
 _FIELDS = ("id", "query", "documents", "answer", "reranking_scores", "gold_answers", "gold_answer")
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, decoded object) for each non-blank line; bad UTF-8 or JSON raises with the line."""
+def iter_jsonl(path: str | Path, bad=None) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded object) for each non-blank line; bad UTF-8 or JSON raises with the line (or, with
+    `bad`, is passed to it and skipped)."""
+    def problem(message):
+        if bad is None:
+            raise DataError(message)
+        bad(message)
+
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a byte-order mark is not data
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}") from None
+                problem(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}")
+                continue
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid JSON: {err.msg} at column {err.colno}") from None
+                problem(f"{path}:{lineno}: invalid JSON: {err.msg} at column {err.colno}")
+                continue
+            yield lineno, obj
+
+
+ROW_FORMATS = "JSONL (one object per line), a JSON list of objects, or a Hugging Face `datasets` folder"
+
+
+def sniff(path: str | Path) -> str:
+    """The format of a data file from its content: `datasets` (a folder), `json_list` (`[...]`), `jsonl` (the
+    first line is a whole JSON value), `json` (one JSON document over several lines), `tsv` or `text`."""
+    path = Path(path)
+    if path.is_dir():
+        return "datasets"
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8-sig", errors="replace")
+        while first and not first.strip():
+            first = f.readline().decode("utf-8", errors="replace")
+    head = first.lstrip()
+    if not head:
+        return "empty"
+    if head.startswith("["):
+        return "json_list"
+    if head.startswith("{"):
+        try:
+            obj = json.loads(head)
+        except json.JSONDecodeError:
+            return "json"
+        return "json" if _holds_list(obj) else "jsonl"
+    return "tsv" if "\t" in first else "text"
+
+
+def _holds_list(obj) -> bool:
+    """A JSON document whose rows are a list inside it: BioASQ's {"questions": [...]}, or {"data": [...]}."""
+    return isinstance(obj, dict) and any(isinstance(obj.get(k), list) for k in ("questions", "data"))
+
+
+def _json_list(path: Path, bad=None) -> Iterator[tuple[str, int, Any]]:
+    """The items of a JSON list, decoded one by one so that each names the line it starts on."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: invalid UTF-8 at byte {err.start}") from None
+    decoder, pos, line, seen = json.JSONDecoder(), text.index("[") + 1, 1 + text.count("\n", 0, text.index("[")), 0
+    for i in itertools.count():
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            line += text[pos] == "\n"
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            message = f"{path}:{err.lineno}: invalid JSON: {err.msg} at column {err.colno}"
+            if bad is None:
+                raise DataError(message) from None
+            bad(message + " (the rest of the list is unreadable)")
+            return
+        yield f"{path}:{line}", i, obj
+        line += text.count("\n", pos, end)
+        pos, seen = end, seen + 1
+
+
+def iter_rows(path: str | Path, bad=None, split: str | None = None) -> Iterator[tuple[str, int, Any]]:
+    """(where, position, row) of every row of a JSONL file, a JSON list, a JSON document holding a list
+    (`{"questions": [...]}` or `{"data": [...]}`), or a `datasets` folder, sniffed from the content. `where` is
+    `file:line` (`folder: row i` for datasets). A bad line raises DataError, or goes to `bad(message)` when given."""
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "datasets":
+        import datasets  # a `datasets` folder needs the package; JSON does not
+
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise DataError(f"{path}: a DatasetDict with splits {sorted(data)}: choose one with --split")
+            data = data[split]
+        for i, row in enumerate(data):
+            yield f"{path}: row {i}", i, row
+    elif kind == "json_list":
+        yield from _json_list(path, bad)
+    elif kind == "json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(f"{path}: not JSONL, and not one JSON document either: {err}") from None
+        if _holds_list(data):
+            data = data["questions"] if isinstance(data.get("questions"), list) else data["data"]
+        for i, row in enumerate(data if isinstance(data, list) else [data]):
+            yield f"{path}: item {i}", i, row
+    elif kind == "jsonl":
+        lines = iter_jsonl(path, bad)
+        for lineno, obj in lines:
+            yield f"{path}:{lineno}", lineno, obj
+    elif kind != "empty":
+        raise DataError(f"{path}: not a format for rows (it looks like {kind}); expected {ROW_FORMATS}")
 
 
 def load_records(path: str | Path, require_answer: bool = True) -> list[Record]:
-    """All records of a JSONL file or a `datasets` folder, validated."""
+    """All records of a JSONL file, a JSON list or a `datasets` folder, validated."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if path.is_dir():
-        import datasets  # a `datasets` folder needs the package; JSONL does not
-
-        rows = ((f"{path}: row {i}", str(i), row) for i, row in enumerate(datasets.load_from_disk(str(path))))
-    else:
-        rows = ((f"{path}:{lineno}", str(lineno), obj) for lineno, obj in iter_jsonl(path))
     records, first_seen = [], {}
-    for where, position, obj in rows:
-        rec = validate_record(obj, where, require_answer, default_id=position)
+    for where, position, obj in iter_rows(path):
+        rec = validate_record(obj, where, require_answer, default_id=str(position))
         if rec.id in first_seen:
             raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}")
         first_seen[rec.id] = where

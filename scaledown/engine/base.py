@@ -77,6 +77,11 @@ class Engine(ABC):
         self.model: nn.Module | None = None
         self._micro = 0
 
+    @classmethod
+    def from_config(cls, cfg) -> Engine:
+        """Build this backend from a run config (scaledown.config.Config)."""
+        return cls(cfg.train.global_batch_size, cfg.train.micro_batch_size, autocast=cfg.engine.autocast)
+
     # ---- distributed set-up -------------------------------------------------------------------------------
     @abstractmethod
     def setup(self) -> None:
@@ -219,20 +224,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def make_engine(backend: str, global_batch_size: int, micro_batch_size: int, **kwargs) -> Engine:
-    """The backend by name; each is imported only when asked for."""
-    if backend == "deepspeed":
-        from scaledown.engine.deepspeed import DeepSpeedEngine
-
-        return DeepSpeedEngine(global_batch_size, micro_batch_size, **kwargs)
-    if backend == "torch":
-        from scaledown.engine.plain import TorchEngine
-
-        return TorchEngine(global_batch_size, micro_batch_size, **kwargs)
-    if backend == "neuron":
-        from scaledown.engine.neuron import NeuronEngine
-
-        return NeuronEngine(global_batch_size, micro_batch_size, **kwargs)
-    raise ValueError(f"unknown engine backend {backend!r}: expected deepspeed, torch or neuron")

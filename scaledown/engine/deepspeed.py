@@ -55,7 +55,9 @@ def resolve_ds_config(source: str | Path | dict, batch: BatchPlan, max_grad_norm
     return cfg
 
 
-class DeepSpeedEngine(Engine):
+class ZeroEngine(Engine):
+    """The project's DeepSpeed backend (not to be confused with `deepspeed.DeepSpeedEngine`, which it wraps)."""
+
     name = "deepspeed"
 
     def __init__(self, global_batch_size: int, micro_batch_size: int, config: str | Path | dict = "",
@@ -63,6 +65,11 @@ class DeepSpeedEngine(Engine):
         super().__init__(global_batch_size, micro_batch_size)
         self.config_source = config
         self.dtype = dtype
+
+    @classmethod
+    def from_config(cls, cfg) -> ZeroEngine:
+        return cls(cfg.train.global_batch_size, cfg.train.micro_batch_size, config=cfg.engine.deepspeed_config,
+                   dtype=cfg.model.dtype)
 
     def setup(self) -> None:
         import deepspeed

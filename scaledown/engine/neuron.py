@@ -91,6 +91,13 @@ class NeuronEngine(Engine):
         self.config_source, self.dtype, self.generator = config, dtype, generator
         self.tensor_parallel_size = tensor_parallel_size
 
+    @classmethod
+    def from_config(cls, cfg) -> NeuronEngine:
+        e = cfg.engine
+        return cls(cfg.train.global_batch_size, cfg.train.micro_batch_size, config=e.neuron_config,
+                   tensor_parallel_size=e.tensor_parallel_size, dtype=cfg.model.dtype, generator=cfg.model.generator,
+                   autocast=e.autocast, build_concurrency=e.build_concurrency)
+
     def setup(self) -> None:
         self.xm = _require_sdk()
         import torch_xla.distributed.xla_backend  # noqa: F401  registers the "xla" process-group backend

@@ -173,7 +173,11 @@ class ScaleDownModel(nn.Module):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"model": dataclasses.asdict(self.config), "base_vocab_size": self.base_vocab_size}
+        fields = dataclasses.asdict(self.config)
+        for name in ("generator", "encoder"):  # a local folder as an absolute path: the export loads from anywhere
+            if fields[name] and Path(fields[name]).exists():
+                fields[name] = str(Path(fields[name]).resolve())
+        meta = {"model": fields, "base_vocab_size": self.base_vocab_size}
         if isinstance(self.compressor, EncoderCompressor):
             meta["encoder_config"] = self.compressor.backbone.config.to_dict()
         (path / "scaledown_config.json").write_text(json.dumps(meta, indent=2))
