@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
-from scaledown.config import Config, ConfigError, load_config
+from scaledown.config import Config, ConfigError
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.schema import load_records
 from scaledown.engine import make_engine
@@ -58,6 +58,31 @@ def build_model(cfg: Config) -> ScaleDownModel:
             part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             part.train()  # Hugging Face recomputes only in training mode; from_pretrained returns eval mode
     return model
+
+
+def preflight(cfg: Config, records) -> None:
+    """Refuse an inconsistent run before any model loads: a compressor deeper than the generator, or a rerank
+    head to train on records without cross-encoder scores (it would train on a loss of 0 and ship untrained)."""
+    if cfg.model.compressor == "n_layers":
+        from transformers import AutoConfig
+
+        depth = AutoConfig.from_pretrained(cfg.model.generator,
+                                           trust_remote_code=cfg.model.trust_remote_code).num_hidden_layers
+        if not cfg.model.compressor_layers < depth:
+            raise ConfigError(f"model.compressor_layers={cfg.model.compressor_layers}: the generator "
+                              f"{cfg.model.generator} has {depth} decoder layers; the n_layers compressor copies "
+                              f"at most {depth - 1} of them")
+    if cfg.model.rerank:
+        missing = [r for r in records if r.reranking_scores is None]
+        if missing and cfg.model.rerank_missing != "ignore":
+            raise ConfigError(
+                f"model.rerank=true, but {len(missing)} of {len(records)} training records in {cfg.data.train_path} "
+                f"have no reranking_scores (first: id {missing[0].id!r}): build the data with a cross-encoder, set "
+                f"--model.rerank=false, or --model.rerank_missing=ignore to train the rerank head on the "
+                f"{len(records) - len(missing)} records that have scores")
+        if len(missing) == len(records):
+            raise ConfigError(f"model.rerank=true: no training record has reranking_scores, so the rerank head "
+                              f"would not train (model.rerank_missing=ignore skips records without, not all)")
 
 
 def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.Tensor]:
@@ -239,6 +264,7 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard) -> dict:
     eval_records = load_records(cfg.data.eval_path, require_answer=False) if cfg.data.eval_path else []
     for rec in eval_records:
         references(rec)  # something to score against (gold or teacher answer), checked before training starts
+    preflight(cfg, records)
     steps_per_epoch = len(records) // cfg.train.global_batch_size
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
@@ -312,16 +338,13 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import argparse
+    from scaledown.cli import ALIAS_HELP, expand_aliases
+    from scaledown.config import config_parser, parse_config
 
-    parser = argparse.ArgumentParser(description="Train an OSCAR compressor + LoRA generator.")
-    parser.add_argument("--config", default=None, help="YAML or JSON config (defaults: the paper's)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
-    parser.add_argument("--deepspeed_config", default=None, help="same as --engine.deepspeed_config")
-    args, overrides = parser.parse_known_args(argv)
-    if args.deepspeed_config:
-        overrides.append(f"--engine.deepspeed_config={args.deepspeed_config}")
-    return train(load_config(args.config, overrides))
+    parser = config_parser("scaledown train", "Train an OSCAR compressor + LoRA generator. Every config field "
+                           "is a flag: --config FILE, then --section.field=value overrides.")
+    parser.epilog = ALIAS_HELP
+    return train(parse_config(expand_aliases(sys.argv[1:] if argv is None else argv), parser))
 
 
 if __name__ == "__main__":
