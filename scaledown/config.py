@@ -269,7 +269,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def check_paths(self) -> None:
+    def check_paths(self, need_train_path: bool = True) -> None:
         """Before anything loads: every local path the run reads must exist (hub ids are left to the hub)."""
         paths = {"data.train_path": self.data.train_path, "data.eval_path": self.data.eval_path,
                  "model.generator": self.model.generator}
@@ -279,7 +279,7 @@ class Config:
             paths["engine.deepspeed_config"] = self.engine.deepspeed_config
         if self.engine.backend == "neuron":
             paths["engine.neuron_config"] = self.engine.neuron_config
-        if not self.data.train_path:
+        if not self.data.train_path and need_train_path:
             raise ConfigError("data.train_path is empty: name the training records (JSONL or a datasets folder)")
         for name, value in paths.items():
             if value and not Path(value).exists() and (name.startswith(("data.", "engine.")) or _looks_local(value)):

@@ -51,8 +51,9 @@ def param_groups(cfg: Config):
     return make
 
 
-def build_model(cfg: Config) -> ScaleDownModel:
-    model = ScaleDownModel.build(cfg.model)
+def build_model(cfg: Config, model: ScaleDownModel | None = None) -> ScaleDownModel:
+    """A fresh model for `cfg` (or the one given), with gradient checkpointing when asked for."""
+    model = model or ScaleDownModel.build(cfg.model)
     if cfg.train.gradient_checkpointing:
         for part in (model.generator.get_base_model(), model.compressor.backbone):
             part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -242,33 +243,38 @@ def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine
     return step
 
 
-def train(cfg: Config) -> dict:
-    """Train, evaluate and export as `cfg` says; TensorBoard and the process group are closed however it ends."""
-    cfg.check_paths()
+def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None = None,
+          eval_records: list | None = None) -> dict:
+    """Train, evaluate and export as `cfg` says; TensorBoard and the process group are closed however it ends.
+    `model` and `records` (validated Records) replace building the model and loading data.train_path / eval_path
+    (the Python API of scaledown/compat.py passes them)."""
+    cfg.check_paths(need_train_path=records is None)
     engine = make_engine(cfg)
     engine.setup()
     print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
     tb = TensorBoard(str(Path(cfg.train.output_dir) / "tensorboard"), engine.is_main)
     try:
-        return run(cfg, engine, tb)
+        return run(cfg, engine, tb, model, records, eval_records)
     finally:
         tb.close()
         engine.shutdown()
 
 
-def run(cfg: Config, engine: Engine, tb: TensorBoard) -> dict:
+def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, eval_records=None) -> dict:
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)
-    records = load_records(cfg.data.train_path)
-    eval_records = load_records(cfg.data.eval_path, require_answer=False) if cfg.data.eval_path else []
+    records = records if records is not None else load_records(cfg.data.train_path)
+    if eval_records is None:
+        eval_records = load_records(cfg.data.eval_path, require_answer=False) if cfg.data.eval_path else []
     for rec in eval_records:
         references(rec)  # something to score against (gold or teacher answer), checked before training starts
     preflight(cfg, records)
     steps_per_epoch = len(records) // cfg.train.global_batch_size
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
-    model = engine.prepare(lambda: build_model(cfg), param_groups(cfg),
+    given = model
+    model = engine.prepare(lambda: build_model(cfg, given), param_groups(cfg),
                            lr_schedule(total_steps, cfg.optim.warmup_ratio), cfg.optim.max_grad_norm)
     # One random stream per data shard: tensor-parallel peers must draw the same LoRA dropout masks, or the
     # weights they both hold (LoRA's unsplit factor, norms) would drift apart.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -130,6 +131,8 @@ def file_fingerprint(path: str | Path, window: int = 1 << 20) -> dict:
     """Size and a hash of the first and last MiB: cheap at 35 GB, and any change of size, or of those bytes, is
     caught. Name and date are left out: the same bytes copied elsewhere are the same corpus."""
     path = Path(path)
+    if path.is_dir():  # a `datasets` folder: every file in it
+        return {str(f.relative_to(path)): file_fingerprint(f, window) for f in sorted(path.rglob("*")) if f.is_file()}
     size = path.stat().st_size
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -143,7 +146,7 @@ def file_fingerprint(path: str | Path, window: int = 1 << 20) -> dict:
 def index_fingerprint(args) -> dict:
     return {"corpus": file_fingerprint(args.corpus), "corpus_format": args.corpus_format, "splade": args.splade,
             "tokenizer": args.tokenizer or args.teacher, "passage_tokens": args.passage_tokens,
-            "shard_size": args.shard_size}
+            "shard_size": args.shard_size, "max_corpus_size": args.max_corpus_size}
 
 
 def build_fingerprint(args, index: dict) -> dict:
@@ -221,8 +224,10 @@ def build(args) -> dict | None:
         if not args.tokenizer and args.teacher in ("gold", "none"):
             raise SystemExit(f"--teacher {args.teacher} needs --tokenizer (the generator's) for passage chunking")
         tokenizer = load_tokenizer(args.tokenizer or args.teacher, args.trust_remote_code)
-        passages = chunk_passages(read_corpus(args.corpus, problems, args.corpus_format), tokenizer,
-                                  args.passage_tokens)
+        documents = read_corpus(args.corpus, problems, args.corpus_format)
+        if args.max_corpus_size:
+            documents = itertools.islice(documents, args.max_corpus_size)  # the first N documents of the file
+        passages = chunk_passages(documents, tokenizer, args.passage_tokens)
         build_index(passages, encoder, index_dir, args.shard_size, rank, world,
                     progress=rank == 0 and not args.quiet)
         barrier()
@@ -254,8 +259,11 @@ def build(args) -> dict | None:
         teacher = GoldAnswers({q.id: q.answers for q in queries if q.answers})
     else:
         teacher_cls = VLLMTeacher if args.teacher_backend == "vllm" else HFTeacher
+        if args.teacher_8bit and args.teacher_backend == "vllm":
+            raise SystemExit("--teacher-8bit is for the hf teacher backend (vLLM quantizes with its own options)")
+        int8 = {"load_in_8bit": True} if args.teacher_8bit else {}
         teacher = teacher_cls(args.teacher, args.system_prompt, args.user_template, args.max_new_tokens,
-                              args.teacher_batch_size, trust_remote_code=args.trust_remote_code)
+                              args.teacher_batch_size, trust_remote_code=args.trust_remote_code, **int8)
     chunks = [queries[i:i + args.chunk_size] for i in range(0, len(queries), args.chunk_size)]
     mine = [j for j in range(len(chunks)) if j % world == rank]
     done = skipped = redone = 0
@@ -312,9 +320,11 @@ def parser() -> argparse.ArgumentParser:
                    help="causal LM path or hub id; 'gold': each query's first gold answer, no teacher model; "
                         "'none': no 'answer' field (evaluation sets, scored on their gold answers)")
     p.add_argument("--teacher-backend", default="hf", choices=["hf", "vllm"])
+    p.add_argument("--teacher-8bit", action="store_true", help="load the hf teacher in 8 bits (bitsandbytes, CUDA)")
     p.add_argument("--teacher-batch-size", type=int, default=16)
     p.add_argument("--tokenizer", default="", help="for passage chunking (default: the teacher's)")
     p.add_argument("--passage-tokens", type=int, default=128)
+    p.add_argument("--max-corpus-size", type=int, default=0, help="index only the first N documents (0: all)")
     p.add_argument("--retrieve-k", type=int, default=50, help="retrieved per query before reranking (the paper: 50)")
     p.add_argument("--k", type=int, default=None,
                    help="documents kept per query (default: 5 for training sets, 10 for --split dev/validation/test)")

@@ -118,3 +118,11 @@ class SparseIndex:
             results.append([(int(cols[j]), float(vals[j])) for j in order])
         return results
 
+
+
+def __getattr__(name):
+    if name == "SPLADERetriever":  # the original ScaleDown code's import path (scaledown/compat.py)
+        from scaledown.compat import SPLADERetriever
+
+        return SPLADERetriever
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

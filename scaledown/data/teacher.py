@@ -51,6 +51,20 @@ def local_device() -> torch.device:
     return device
 
 
+def int8_arguments(device: torch.device) -> dict:
+    """from_pretrained arguments for an 8-bit teacher (bitsandbytes' LLM.int8, CUDA only), or a clear refusal."""
+    if device.type != "cuda":
+        raise SystemExit("an 8-bit teacher (--teacher_8bit / --teacher-8bit) needs a CUDA GPU: bitsandbytes' int8 "
+                         f"kernels do not run on {device.type}; drop the flag to load the teacher in bf16/fp32")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise SystemExit("an 8-bit teacher needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device.index or 0}}
+
+
 class CrossEncoderReranker:
     """sentence-transformers' CrossEncoder: score (query, passage) pairs, keep the best `top_n`."""
 
@@ -85,13 +99,17 @@ class HFTeacher:
 
     def __init__(self, name_or_path: str, system_prompt: str = SYSTEM_PROMPT, user_template: str = USER_TEMPLATE,
                  max_new_tokens: int = 128, batch_size: int = 8, dtype: str = "bfloat16",
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, load_in_8bit: bool = False):
         from scaledown.models.generator import load_causal_lm, load_tokenizer
 
         self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
         device = local_device()
         dtype = dtype if device.type == "cuda" else "float32"
-        self.model = load_causal_lm(name_or_path, dtype, trust_remote_code=trust_remote_code).to(device).eval()
+        if load_in_8bit:
+            self.model = load_causal_lm(name_or_path, dtype, trust_remote_code=trust_remote_code,
+                                        **int8_arguments(device)).eval()
+        else:
+            self.model = load_causal_lm(name_or_path, dtype, trust_remote_code=trust_remote_code).to(device).eval()
         self.system_prompt, self.user_template = system_prompt, user_template
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
@@ -148,3 +166,11 @@ class GoldAnswers:
         if missing:
             raise KeyError(f"no gold answer for query id {missing[0]!r}")
         return [self.answers[q.id][0] for q, _ in items]
+
+
+def __getattr__(name):
+    if name == "generate_teacher_answers":  # the original ScaleDown code's import path (scaledown/compat.py)
+        from scaledown.compat import generate_teacher_answers
+
+        return generate_teacher_answers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,10 +19,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 
 
 def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str = "sdpa",
-                   trust_remote_code: bool = False) -> PreTrainedModel:
+                   trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                 attn_implementation=attn_implementation,
-                                                trust_remote_code=trust_remote_code)
+                                                trust_remote_code=trust_remote_code, **kwargs)
 
 
 def add_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, target_modules: str) -> PeftModel:

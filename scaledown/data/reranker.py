@@ -1,0 +1,6 @@
+"""The original ScaleDown code's import path: `from scaledown.data.reranker import add_reranking_scores`
+(scaledown/compat.py; the build's reranker is scaledown/data/teacher.py's CrossEncoderReranker)."""
+
+from scaledown.compat import add_reranking_scores
+
+__all__ = ["add_reranking_scores"]

@@ -1,0 +1,230 @@
+"""The original ScaleDown code's interface, as its README and QUICKSTART wrote it (tiny models, device_type="cpu"),
+its commands and flags, and the refusals of inconsistent runs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from launch import ROOT, cpu_env
+from scaledown.data.synthetic import make_records
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from scaledown.models.tiny import make_tiny_cross_encoder, make_tiny_generator, make_tiny_splade
+
+    t = tmp_path_factory.mktemp("compat")
+    return {"generator": make_tiny_generator(t / "gen", hidden_size=32, num_layers=10, intermediate_size=64),
+            "splade": make_tiny_splade(t / "splade"), "ce": make_tiny_cross_encoder(t / "ce"), "root": t}
+
+
+def readme_data(n=8):
+    """The README's record format: query, plain-string documents, the teacher's answer, optional scores."""
+    return [{"query": r["query"], "documents": [d["text"] for d in r["documents"]], "answer": r["answer"],
+             "reranking_scores": r["reranking_scores"]} for r in make_records(n, seed=1, num_documents=3)]
+
+
+def test_quickstart_example_runs_as_written_and_its_export_loads_anywhere(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    import torch  # noqa: F401  (the QUICKSTART's first line)
+
+    from scaledown import ScaleDownConfig, ScaleDownModel
+    from scaledown.data import ScaleDownDataset
+    from scaledown.training import ScaleDownTrainer
+
+    # 1. Configure (the QUICKSTART's, with a tiny generator and the CPU)
+    config = ScaleDownConfig(
+        compressor_type="n_layers",
+        num_compressor_layers=8,
+        compression_rate=16,
+        device_type="cpu",
+        batch_size=4,
+        generator_model_name=str(tiny["generator"]),
+        use_bf16=False,
+        num_documents_train=3,
+    )
+    # 2. Prepare data: here as the predecessor's train_data.json, a JSON list
+    data = readme_data()
+    (tmp_path / "train_data.json").write_text(json.dumps(data, indent=2))
+    # 3. Create dataset and model
+    dataset = ScaleDownDataset("train_data.json", config)
+    assert len(dataset) == 8 and ScaleDownDataset(data, config)[0].query == data[0]["query"]
+    model = ScaleDownModel(config)
+    # 4. Train
+    trainer = ScaleDownTrainer(model, config, dataset)
+    result = trainer.train()
+    assert result["steps"] == 2 and (tmp_path / "checkpoints" / "tensorboard").is_dir()
+    export = tmp_path / "checkpoints" / "export"
+    recorded = json.loads((export / "scaledown_config.json").read_text())["model"]["generator"]
+    assert recorded == str(tiny["generator"].resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = ScaleDownModel.from_pretrained(export)
+    answers = loaded.generate([data[0]["query"]], [data[0]["documents"]], max_new_tokens=4)
+    assert len(answers) == 1 and isinstance(answers[0], str)
+
+
+def test_config_mapping_and_refusals():
+    from scaledown import ScaleDownConfig
+    from scaledown.config import ConfigError
+
+    cfg = ScaleDownConfig(compressor_type="modernbert", enable_reranking=True, batch_size=6,
+                          lora_target_modules=["q_proj", "v_proj"], learning_rate_compressor_modernbert=3e-4,
+                          extra={"train.max_steps": 9}).to_config("out")
+    assert (cfg.model.compressor, cfg.model.encoder, cfg.model.rerank) == ("encoder", "answerdotai/ModernBERT-base",
+                                                                          True)
+    assert cfg.model.lora_target_modules == "q_proj,v_proj" and cfg.optim.lr_compressor == 3e-4
+    assert (cfg.train.global_batch_size, cfg.train.micro_batch_size, cfg.train.max_steps) == (6, 2, 9)
+    assert cfg.model.max_doc_tokens == 128 and cfg.engine.backend == "torch" and cfg.train.output_dir == "out"
+    for kwargs, needle in [({"compression_rate": 12}, "compression_rate=12"),
+                           ({"max_seq_length": 256}, "max_seq_length=256"),
+                           ({"use_lora": False}, "LoRA only"), ({"device_type": "tpu"}, "device_type='tpu'"),
+                           ({"extra": {"train.nonsense": 1}}, "nonsense")]:
+        with pytest.raises(ConfigError, match=needle):
+            ScaleDownConfig(**kwargs)
+
+
+def test_data_helpers_over_an_in_memory_corpus(tiny):
+    from scaledown.data.reranker import add_reranking_scores
+    from scaledown.data.retrieval import SPLADERetriever
+    from scaledown.data.teacher import generate_teacher_answers
+
+    records = make_records(6, seed=2, num_documents=2)
+    corpus = [{"id": f"{i}-{j}", "title": d["title"], "text": d["text"]}
+              for i, r in enumerate(records) for j, d in enumerate(r["documents"])]
+    results = SPLADERetriever(str(tiny["splade"]), device="cpu").retrieve([r["query"] for r in records], corpus,
+                                                                         top_k=3)
+    assert len(results) == 6 and all(len(hits) == 3 for hits in results)
+    assert all(h["retrieval_score"] >= 0 and {"id", "title", "text"} <= set(h) for hits in results for h in hits)
+    assert all(a["retrieval_score"] >= b["retrieval_score"] for hits in results for a, b in zip(hits, hits[1:]))
+    items = [{"query": r["query"], "documents": hits} for r, hits in zip(records, results)]
+    scored = add_reranking_scores(items, reranker_model_name=str(tiny["ce"]))
+    assert all(len(s["reranking_scores"]) == 3 and "reranking_scores" not in i for s, i in zip(scored, items))
+    answered = generate_teacher_answers(scored[:2], teacher_model_name=str(tiny["generator"]), max_new_tokens=3)
+    assert all(isinstance(a["answer"], str) for a in answered)
+    from scaledown.compat import ScaleDownDataset
+
+    assert len(ScaleDownDataset([dict(a, answer=a["answer"] or "x") for a in answered])) == 2
+
+
+def run(args, cwd, timeout=600):
+    return subprocess.run([sys.executable, *args], env=cpu_env(), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_prepare_dataset_with_its_flags_writes_its_json_list(tiny, tmp_path):
+    records = make_records(10, seed=3, num_documents=2)
+    corpus = [{"id": f"{i}-{j}", "title": d["title"], "text": d["text"]}
+              for i, r in enumerate(records) for j, d in enumerate(r["documents"])]
+    (tmp_path / "corpus.json").write_text(json.dumps(corpus, indent=2))  # a JSON list corpus
+    (tmp_path / "q.txt").write_text("".join(r["query"] + "\n" for r in records))
+    flags = ["-m", "scaledown.data.prepare_dataset", "--queries_file", "q.txt", "--corpus_path", "corpus.json",
+             "--output_file", "train_data.json", "--top_k_retrieval", "6", "--top_k_reranking", "3",
+             "--enable_reranking", "--retriever_model", str(tiny["splade"]), "--reranker_model", str(tiny["ce"]),
+             "--teacher_model", str(tiny["generator"]), "--max_corpus_size", "15"]
+    done = run(flags, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rows = json.loads((tmp_path / "train_data.json").read_text())
+    assert len(rows) == 10 and all(set(r) >= {"query", "documents", "answer", "reranking_scores"} for r in rows)
+    assert all(len(r["documents"]) == 3 and all(isinstance(d, str) for d in r["documents"]) for r in rows)
+    index_ids = {json.loads(x)["id"].rsplit("-", 1)[0]
+                 for f in (tmp_path / "train_data.json.build" / "index").glob("shard-*.jsonl")
+                 for x in f.read_text().splitlines()}
+    assert len(index_ids) == 15  # --max_corpus_size: the first 15 documents
+    # The same flags, JSONL by extension; --teacher_8bit on a machine without CUDA: a clear refusal.
+    eight = run([*flags[:flags.index("--output_file") + 1], "out8.json", *flags[flags.index("--output_file") + 2:],
+                 "--teacher_8bit"], tmp_path)
+    assert eight.returncode != 0 and "needs a CUDA GPU" in eight.stderr
+
+
+def test_ms_marco_download_parses_its_tsv_and_fails_clearly_offline(tmp_path):
+    from scaledown.data.prepare_dataset import download_ms_marco
+
+    source = tmp_path / "queries.dev.small.tsv"
+    source.write_text("1048585\twhat is paula deen's brother\n2\tandorra\n")
+    out = download_ms_marco(source.as_uri(), tmp_path / "ms_marco_queries.tsv")
+    assert out.read_text().splitlines() == ["1048585\twhat is paula deen's brother", "2\tandorra"]
+    (tmp_path / "broken.tsv").write_text("just text\n")
+    with pytest.raises(SystemExit, match="not MS MARCO's qid<TAB>query TSV"):
+        download_ms_marco((tmp_path / "broken.tsv").as_uri(), tmp_path / "b.tsv")
+    with pytest.raises(SystemExit, match="cannot fetch .* offline"):
+        download_ms_marco("http://127.0.0.1:9/queries.dev.small.tsv", tmp_path / "c.tsv")
+
+
+@pytest.mark.slow
+def test_train_flags_of_the_original_train_py(tiny, tmp_path):
+    (tmp_path / "data.json").write_text(json.dumps(readme_data()))
+    args = ["-m", "scaledown.train", "--train_data", "data.json", "--compressor_type", "n_layers", "--num_layers",
+            "2", "--device", "cpu", "--output_dir", "ckpt", "--batch_size", "4", "--num_epochs", "1",
+            "--enable_reranking", f"--model.generator={tiny['generator']}", "--model.dtype=float32",
+            "--data.num_documents=3", "--optim.betas=0.9,0.95"]
+    done = run(args, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    saved = (tmp_path / "ckpt" / "config.yaml").read_text()
+    assert "rerank: true" in saved and "compressor_layers: 2" in saved and "- 0.95" in saved
+    assert (tmp_path / "ckpt" / "export" / "compressor.safetensors").exists()
+
+
+def test_inconsistent_runs_are_refused_before_compute(tiny, tmp_path):
+    from scaledown.config import ConfigError, load_config
+    from scaledown.train import train
+
+    rows = readme_data(4)
+    for row in rows[1:]:
+        del row["reranking_scores"]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = [f"--model.generator={tiny['generator']}", f"--data.train_path={tmp_path / 'd.jsonl'}",
+            "--engine.backend=torch", "--model.dtype=float32", "--train.global_batch_size=2",
+            "--train.micro_batch_size=2", f"--train.output_dir={tmp_path / 'o'}", "--data.num_documents=3"]
+    with pytest.raises(ConfigError, match="3 of 4 training records .* have no reranking_scores"):
+        train(load_config(None, base + ["--model.rerank=true", "--model.compressor_layers=2"]))
+    with pytest.raises(ConfigError, match="has 10 decoder layers; .* at most 9"):
+        train(load_config(None, base + ["--model.compressor_layers=10"]))
+    result = train(load_config(None, base + ["--model.rerank=true", "--model.rerank_missing=ignore",
+                                             "--model.compressor_layers=2", "--train.max_steps=1"]))
+    assert result["steps"] == 1
+
+
+def test_estimate_matches_deepspeeds_estimators_when_everything_trains(tiny):
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    from scaledown.config import load_config
+    from scaledown.estimate import Counts, count, per_gpu, per_node_cpu, table
+
+    c = Counts(frozen=0, trainable=7_000_000, largest_layer=500_000, weight_bytes=2)
+    for gpus in (1, 8):
+        for offload in (False, True):
+            cpu, gpu = estimate_zero2_model_states_mem_needs(c.trainable, gpus, 1, cpu_offload=offload)
+            choice = "optimizer" if offload else "none"
+            assert per_gpu(c, 2, choice, gpus) == pytest.approx(gpu, abs=1)
+            assert per_node_cpu(c, 2, choice, gpus, 1) == pytest.approx(cpu, abs=1) or not offload
+        for offload, params in ((False, False), (True, False), (True, True)):
+            cpu, gpu, _ = estimate_zero3_model_states_mem_needs(c.trainable, c.largest_layer, gpus, 1,
+                                                                cpu_offload=offload, cpu_offload_params=params)
+            choice = "optimizer+params" if params else "optimizer" if offload else "none"
+            assert per_gpu(c, 3, choice, gpus) == pytest.approx(gpu, abs=1)
+            if offload:
+                assert per_node_cpu(c, 3, choice, gpus, 1) == pytest.approx(cpu, abs=1)
+    # The configured model: the frozen generator is counted as frozen, the 8-layer compressor and LoRA train.
+    cfg = load_config(None, [f"--model.generator={tiny['generator']}", "--model.compressor_layers=8"])
+    counts = count(cfg)
+    from scaledown.models.model import ScaleDownModel
+
+    model = ScaleDownModel.build(cfg.model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts.trainable == pytest.approx(trainable, rel=0.02)
+    text = table(counts, 8, 1, 80.0)
+    assert "3     optimizer+params" in text and text.count("yes") == 7
+
+
+def test_console_script_lists_commands_and_train_help_has_every_field():
+    done = run(["-m", "scaledown.cli", "train", "--help"], ROOT)
+    assert done.returncode == 0 and "--model.compressor_layers" in done.stdout and "--train_data" in done.stdout
+    listing = run(["-m", "scaledown.cli"], ROOT)
+    assert listing.returncode == 2 and all(c in listing.stdout for c in ("build", "train", "eval", "estimate"))
