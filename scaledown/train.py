@@ -82,8 +82,8 @@ def preflight(cfg: Config, records) -> None:
                 f"--model.rerank=false, or --model.rerank_missing=ignore to train the rerank head on the "
                 f"{len(records) - len(missing)} records that have scores")
         if len(missing) == len(records):
-            raise ConfigError(f"model.rerank=true: no training record has reranking_scores, so the rerank head "
-                              f"would not train (model.rerank_missing=ignore skips records without, not all)")
+            raise ConfigError("model.rerank=true: no training record has reranking_scores, so the rerank head "
+                              "would not train (model.rerank_missing=ignore skips records without, not all)")
 
 
 def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.Tensor]:
