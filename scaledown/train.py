@@ -21,7 +21,9 @@ from tqdm import tqdm
 from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError
 from scaledown.data.sampler import ShardedSampler
+from scaledown.data.mapped import open_records
 from scaledown.data.schema import load_records
+from scaledown.distributed import discover
 from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
@@ -74,14 +76,18 @@ def preflight(cfg: Config, records) -> None:
                               f"{cfg.model.generator} has {depth} decoder layers; the n_layers compressor copies "
                               f"at most {depth - 1} of them")
     if cfg.model.rerank:
-        missing = [r for r in records if r.reranking_scores is None]
+        if hasattr(records, "missing_scores"):
+            missing, first = records.missing_scores()  # a column count, not a pass over the records
+        else:
+            absent = [r.id for r in records if r.reranking_scores is None]
+            missing, first = len(absent), (absent[0] if absent else None)
         if missing and cfg.model.rerank_missing != "ignore":
             raise ConfigError(
-                f"model.rerank=true, but {len(missing)} of {len(records)} training records in {cfg.data.train_path} "
-                f"have no reranking_scores (first: id {missing[0].id!r}): build the data with a cross-encoder, set "
+                f"model.rerank=true, but {missing} of {len(records)} training records in {cfg.data.train_path} "
+                f"have no reranking_scores (first: id {first!r}): build the data with a cross-encoder, set "
                 f"--model.rerank=false, or --model.rerank_missing=ignore to train the rerank head on the "
-                f"{len(records) - len(missing)} records that have scores")
-        if len(missing) == len(records):
+                f"{len(records) - missing} records that have scores")
+        if missing == len(records):
             raise ConfigError("model.rerank=true: no training record has reranking_scores, so the rerank head "
                               "would not train (model.rerank_missing=ignore skips records without, not all)")
 
@@ -249,6 +255,8 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     `model` and `records` (validated Records) replace building the model and loading data.train_path / eval_path
     (the Python API of scaledown/compat.py passes them)."""
     cfg.check_paths(need_train_path=records is None)
+    # mpirun / srun without torchrun: ranks from Slurm's variables or mpi4py (DeepSpeed discovers MPI itself).
+    discover(mpi=cfg.engine.backend != "deepspeed")
     engine = make_engine(cfg)
     engine.setup()
     print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
@@ -264,7 +272,8 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)
-    records = records if records is not None else load_records(cfg.data.train_path)
+    if records is None:  # memory-mapped: validated once into an Arrow cache, never a list of all records
+        records = open_records(cfg.data.train_path, engine.barrier, engine.local_rank)
     if eval_records is None:
         eval_records = load_records(cfg.data.eval_path, require_answer=False) if cfg.data.eval_path else []
     for rec in eval_records:

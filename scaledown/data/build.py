@@ -27,6 +27,8 @@ import torch
 from tqdm import tqdm
 
 from scaledown.data import benchmarks, prompts
+from scaledown.data.mapped import cache_path, convert
+from scaledown.distributed import discover
 from scaledown.data.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
 from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
 from scaledown.data.schema import atomic_write, write_jsonl
@@ -107,6 +109,9 @@ def merge(out: Path, query_ids: list[str], problems: Problems, num_chunks: int |
     failures = [seen[q] for q in query_ids if "failed" in seen[q]]
     write_jsonl(records, out / "dataset.jsonl")
     write_jsonl(failures, out / "failures.jsonl")
+    if records:  # validated once, here: training memory-maps this Arrow copy instead of reading the JSONL
+        with_answers = all("answer" in r for r in records)
+        convert(out / "dataset.jsonl", cache_path(out / "dataset.jsonl", with_answers), with_answers)
     try:
         import datasets
 
@@ -185,6 +190,7 @@ def queries_hash(queries: list[Query]) -> str:
 
 
 def build(args) -> dict | None:
+    discover()  # mpirun / srun without torchrun: RANK, WORLD_SIZE and the rendezvous from mpi4py or Slurm
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo")

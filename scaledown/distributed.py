@@ -1,0 +1,67 @@
+"""Rank discovery for processes started without torchrun: `mpirun -np N` (OpenMPI, MPICH, `srun --mpi=pmix`) or
+plain `srun`. torch.distributed's `env://` rendezvous reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+MASTER_PORT; torchrun and the deepspeed launcher set them, and `discover()` sets them otherwise:
+
+- under Slurm (`SLURM_PROCID` present), from Slurm's variables, the head node from `scontrol show hostnames`;
+- under MPI, through mpi4py: rank and size of COMM_WORLD, the local rank from the shared-memory split of it, and
+  rank 0's host name and a free port broadcast to all.
+
+DeepSpeed does the MPI case itself (`deepspeed.init_distributed(auto_mpi_discovery=True)`), so the training
+engine asks only for the Slurm case; the dataset build asks for both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+DEFAULT_PORT = 29500
+
+_MPI_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_by_torch() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def discover(mpi: bool = True) -> str:
+    """Set the env:// variables when no launcher did; returns how ranks were found: torchrun, slurm, mpi or
+    single (one process, nothing to do)."""
+    if launched_by_torch():
+        return "torchrun"
+    env = os.environ
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        env.update(RANK=env["SLURM_PROCID"], WORLD_SIZE=env["SLURM_NTASKS"],
+                   LOCAL_RANK=env.get("SLURM_LOCALID", "0"))
+        env.setdefault("MASTER_ADDR", _slurm_head_node())
+        env.setdefault("MASTER_PORT", str(DEFAULT_PORT))
+        return "slurm"
+    if mpi and any(k in env for k in _MPI_MARKERS):
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if comm.Get_size() == 1:
+            return "single"
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        head = comm.bcast((socket.gethostname(), _free_port()) if comm.Get_rank() == 0 else None, root=0)
+        env.update(RANK=str(comm.Get_rank()), WORLD_SIZE=str(comm.Get_size()), LOCAL_RANK=str(local))
+        env.setdefault("MASTER_ADDR", head[0])
+        env.setdefault("MASTER_PORT", str(head[1]))
+        return "mpi"
+    return "single"
+
+
+def _slurm_head_node() -> str:
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "localhost"
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return nodes.split(",")[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
