@@ -101,12 +101,16 @@ def test_splade_index_matches_dense_scoring(setup, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_and_three_ranks_build_the_same_dataset(setup):
+def test_one_two_and_three_ranks_build_the_same_dataset(setup):
+    """Five corpus blocks (--block-bytes 3000), each read by one rank only: the index, the retrieved documents
+    and their scores are the same at every world size."""
     t, models = setup
     run_build(1, args_for(t, models, t / "one"))
+    run_build(2, args_for(t, models, t / "two"))
     run = run_build(3, args_for(t, models, t / "three"))
     one = (t / "one" / "dataset.jsonl").read_text()
-    assert one == (t / "three" / "dataset.jsonl").read_text()
+    assert one == (t / "two" / "dataset.jsonl").read_text() == (t / "three" / "dataset.jsonl").read_text()
+    assert len(list((t / "three" / "index").glob("block-?????"))) == 5
     rows = [json.loads(line) for line in one.splitlines()]
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(30)]
     assert all(len(r["documents"]) == 3 and len(r["reranking_scores"]) == 3 for r in rows)
