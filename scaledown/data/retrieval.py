@@ -190,7 +190,8 @@ class SparseIndex:
             for i in range(scores.shape[0]):
                 start, end = scores.indptr[i], scores.indptr[i + 1]
                 if start < end:
-                    found[i].append(top_k(scores.indices[start:end].astype(np.int64) + self.starts[b], scores.data[start:end], k))
+                    rows = scores.indices[start:end].astype(np.int64) + self.starts[b]
+                    found[i].append(top_k(rows, scores.data[start:end], k))
         results = []
         for parts in found:
             rows, vals = (np.concatenate(x) for x in zip(*parts)) if parts else (np.empty(0, int), np.empty(0))
