@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import shutil
 import sys
 import tempfile
@@ -119,10 +118,19 @@ def search_rank(kind: str, folder: str, queries: sp.csr_matrix, rank: int, world
         out["own_blocks_s_per_query"] = (time.perf_counter() - start) / queries.shape[0]
         out["partial"] = partial
     barrier.wait()  # every rank holds its index here: pages mapped by both count as shared, not unique
-    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["peak_rss_gib"] = peak_rss_gib()
     out["uss_gib"] = psutil.Process().memory_full_info().uss / 2**30
     barrier.wait()
     results.put(out)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set (VmHWM, mapped file pages included). Not getrusage's ru_maxrss: that one
+    survives exec, so a spawned worker would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_ranks(kind: str, folder: Path, queries: sp.csr_matrix, world: int, k: int, batch: int) -> list[dict]:
