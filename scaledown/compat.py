@@ -240,7 +240,7 @@ class SPLADERetriever:
         passages = [Passage(str(d.get("id", i)), d.get("title") or "", d["text"]) for i, d in
                     enumerate(document_corpus)]
         with tempfile.TemporaryDirectory(prefix="scaledown-index-") as folder:
-            build_index(passages, self.encoder, folder, shard_size=max(1, len(passages)), batch_size=batch_size)
+            build_index([(0, passages)], self.encoder, folder, batch_size=batch_size)  # one block
             index = SparseIndex(folder)
             hits = index.search(to_csr(self.encoder.encode_query(queries, batch_size=batch_size),
                                        index.vocab_size), top_k)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-node dataset build: one Slurm task per node runs torchrun with one process per GPU (or CPU worker).
 #   sbatch --nodes 4 slurm/build_dataset.sh --corpus kilt.jsonl --queries queries.tsv --out /shared/data-build
-# Restarting the same command resumes: finished index shards and query chunks are kept.
+# Restarting the same command resumes: finished index blocks and query chunks are kept.
 # Counts are environment variables: NNODES, PROCS_PER_NODE, MASTER_ADDR, MASTER_PORT, PYTHON.
 #SBATCH --job-name=scaledown-build
 #SBATCH --nodes=2

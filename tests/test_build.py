@@ -34,7 +34,7 @@ def setup(tmp_path_factory):
 def args_for(t, models, out, **extra):
     args = ["--corpus", str(t / "corpus.jsonl"), "--queries", str(t / "queries.tsv"), "--out", str(out),
             "--splade", str(models["splade"]), "--cross-encoder", str(models["ce"]), "--teacher",
-            str(models["teacher"]), "--max-new-tokens", "6", "--chunk-size", "4", "--shard-size", "40",
+            str(models["teacher"]), "--max-new-tokens", "6", "--chunk-size", "4", "--block-bytes", "3000",
             "--retrieve-k", "8", "--k", "3", "--quiet"]
     for key, value in extra.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -50,28 +50,37 @@ def run_build(nproc, args, timeout=600):
 
 
 def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
-    from scaledown.data.retrieval import SparseIndex
+    """Memory-mapped blocks of uneven size (one empty), searched whole or block by block, give the dense top-k;
+    tied scores come out by global row whatever block they sit in."""
+    from scaledown.data.corpus import Passage
+    from scaledown.data.retrieval import SparseIndex, write_block
 
     rng = np.random.default_rng(0)
-    vocab = 300
-    for shard in range(3):  # shards of uneven size
-        n = 40 + 7 * shard
-        matrix = sp.random(n, vocab, density=0.05, random_state=shard, format="csr", dtype=np.float32)
-        sp.save_npz(tmp_path / f"shard-{shard:05d}.npz", matrix)
-        (tmp_path / f"shard-{shard:05d}.jsonl").write_text(
-            "".join(json.dumps({"id": f"{shard}-{i}", "title": "", "text": ""}) + "\n" for i in range(n)))
+    vocab, sizes = 300, [40, 0, 47, 54]
+    dense = (rng.random((sum(sizes), vocab)) < 0.05) * rng.random((sum(sizes), vocab), dtype=np.float32)
+    dense[43] = dense[5]  # a tie across blocks: rows 5 (block 0) and 43 (block 2) score the same for every query
+    starts = np.cumsum([0] + sizes)
+    for b in range(len(sizes)):
+        write_block(tmp_path, b, [Passage(f"{b}-{i}", "", "") for i in range(sizes[b])],
+                    sp.csr_matrix(dense[starts[b]:starts[b + 1]]))
     index = SparseIndex(tmp_path)
-    queries = sp.random(20, vocab, density=0.1, random_state=9, format="csr", dtype=np.float32)
+    assert (len(index), index.vocab_size) == (sum(sizes), vocab)
+    queries = (rng.random((20, vocab)) < 0.1) * rng.random((20, vocab), dtype=np.float32)
+    queries[0] = dense[5]  # the tied pair is this query's best
+    queries = sp.csr_matrix(queries)
+    without_last = dense.copy()
+    without_last[starts[3]:] = 0
     for k in (1, 5, 17):
-        hits = index.search(queries, k)
-        for qi in range(20):
-            scores = index.matrix_t.T.toarray() @ queries[qi].toarray().ravel()  # brute force
-            positive = np.flatnonzero(scores > 0)
-            expected = sorted(positive, key=lambda i: (-scores[i], i))[:k]
-            assert [row for row, _ in hits[qi]] == expected
-            np.testing.assert_allclose([s for _, s in hits[qi]], scores[expected], rtol=1e-5)
-    assert index.passages[index.offsets[2]]["id"] == "2-0"
-    del rng
+        # the whole index, then its first two non-empty blocks (block positions 0 and 1: empty blocks are skipped)
+        for hits, matrix in ((index.search(queries, k), dense), (index.search(queries, k, [0, 1]), without_last)):
+            for qi in range(20):
+                scores = matrix @ queries[qi].toarray().ravel()  # brute force
+                positive = np.flatnonzero(scores > 0)
+                expected = sorted(positive, key=lambda i: (-scores[i], i))[:k]
+                assert [row for row, _ in hits[qi]] == expected
+                np.testing.assert_allclose([s for _, s in hits[qi]], scores[expected], rtol=1e-5)
+    assert [row for row, _ in index.search(queries, 2)[0]] == [5, 43]
+    assert index.passages[43].id == "2-3" and index.passages[40 + 47].id == "3-0"
 
 
 def test_splade_index_matches_dense_scoring(setup, tmp_path):
@@ -81,8 +90,9 @@ def test_splade_index_matches_dense_scoring(setup, tmp_path):
     _, models = setup
     encoder = load_sparse_encoder(str(models["splade"]), device="cpu")
     passages = [Passage(f"p{i}", "", f"the river {i} flows past bridge number {i * 7}") for i in range(25)]
-    assert build_index(passages, encoder, tmp_path, shard_size=10) == [0, 1, 2]
-    assert build_index(passages, encoder, tmp_path, shard_size=10) == []  # resume: nothing left to do
+    blocks = [(b, passages[start:start + 10]) for b, start in enumerate(range(0, 25, 10))]
+    assert build_index(blocks, encoder, tmp_path) == [0, 1, 2]
+    assert build_index(blocks, encoder, tmp_path) == []  # resume: nothing left to do
     index = SparseIndex(tmp_path)
     q = encoder.encode_query(["which bridge is on the river"])
     dense = encoder.encode_document([p.text for p in passages]).to_dense() @ q.to_dense()[0]
@@ -91,12 +101,16 @@ def test_splade_index_matches_dense_scoring(setup, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_and_three_ranks_build_the_same_dataset(setup):
+def test_one_two_and_three_ranks_build_the_same_dataset(setup):
+    """Five corpus blocks (--block-bytes 3000), each read by one rank only: the index, the retrieved documents
+    and their scores are the same at every world size."""
     t, models = setup
     run_build(1, args_for(t, models, t / "one"))
+    run_build(2, args_for(t, models, t / "two"))
     run = run_build(3, args_for(t, models, t / "three"))
     one = (t / "one" / "dataset.jsonl").read_text()
-    assert one == (t / "three" / "dataset.jsonl").read_text()
+    assert one == (t / "two" / "dataset.jsonl").read_text() == (t / "three" / "dataset.jsonl").read_text()
+    assert len(list((t / "three" / "index").glob("block-?????"))) == 5
     rows = [json.loads(line) for line in one.splitlines()]
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(30)]
     assert all(len(r["documents"]) == 3 and len(r["reranking_scores"]) == 3 for r in rows)
@@ -153,7 +167,7 @@ def test_per_query_failures_are_recorded_not_fatal(setup, tmp_path):
 
     _, models = setup
     encoder = load_sparse_encoder(str(models["splade"]), device="cpu")
-    build_index([Passage(f"p{i}", "T", f"passage {i} text") for i in range(6)], encoder, tmp_path / "index")
+    build_index([(0, [Passage(f"p{i}", "T", f"passage {i} text") for i in range(6)])], encoder, tmp_path / "index")
     index = SparseIndex(tmp_path / "index")
 
     class Args:
@@ -223,7 +237,7 @@ def test_eval_set_build_from_a_benchmark_folder_keeps_gold_aliases_by_id(setup, 
     rows.append({"id": "nq-dup", "input": records[0]["query"], "output": [{"answer": "another answer"}]})
     datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "nq"))
     common = ["--corpus", str(t / "corpus.jsonl"), "--splade", str(models["splade"]), "--cross-encoder",
-              str(models["ce"]), "--tokenizer", str(models["teacher"]), "--chunk-size", "4", "--shard-size", "40",
+              str(models["ce"]), "--tokenizer", str(models["teacher"]), "--chunk-size", "4", "--block-bytes", "3000",
               "--quiet"]
     run_build(1, common + ["--queries", str(tmp_path / "nq"), "--split", "validation", "--teacher", "none",
                            "--out", str(tmp_path / "eval")])

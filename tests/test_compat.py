@@ -132,9 +132,10 @@ def test_prepare_dataset_with_its_flags_writes_its_json_list(tiny, tmp_path):
     rows = json.loads((tmp_path / "train_data.json").read_text())
     assert len(rows) == 10 and all(set(r) >= {"query", "documents", "answer", "reranking_scores"} for r in rows)
     assert all(len(r["documents"]) == 3 and all(isinstance(d, str) for d in r["documents"]) for r in rows)
-    index_ids = {json.loads(x)["id"].rsplit("-", 1)[0]
-                 for f in (tmp_path / "train_data.json.build" / "index").glob("shard-*.jsonl")
-                 for x in f.read_text().splitlines()}
+    from scaledown.data.retrieval import SparseIndex
+
+    index = SparseIndex(tmp_path / "train_data.json.build" / "index")
+    index_ids = {index.passages[row].id.rsplit("-", 1)[0] for row in range(len(index))}
     assert len(index_ids) == 15  # --max_corpus_size: the first 15 documents
     # The same flags, JSONL by extension; --teacher_8bit on a machine without CUDA: a clear refusal.
     eight = run([*flags[:flags.index("--output_file") + 1], "out8.json", *flags[flags.index("--output_file") + 2:],

@@ -4,7 +4,9 @@
         --queries queries.tsv --out runs/data-build
 
 Stages, each safe to kill and restart:
-  1. index: passage shard j is encoded by rank j % world (skipped when already on disk);
+  1. index: the corpus is cut into blocks (byte spans of `--block-bytes` for JSONL and TSV, `--block-docs`
+     documents for a JSON list or a datasets folder); block j is read, chunked and encoded by rank j % world only,
+     and skipped when already on disk. The blocks, and so the passage rows, do not depend on the number of ranks;
   2. queries are cut into chunks of `--chunk-size` in a fixed order; chunk j belongs to rank j % world, so the
      output does not depend on the number of ranks. A chunk is written under a temporary name and renamed; a
      restarted job skips finished chunks. Per-query failures are recorded in the chunk, never abort it;
@@ -27,10 +29,11 @@ import torch
 from tqdm import tqdm
 
 from scaledown.data import benchmarks, prompts
+from scaledown.data import corpus
 from scaledown.data.mapped import cache_path, convert
 from scaledown.distributed import discover
 from scaledown.data.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
-from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
+from scaledown.data.retrieval import SparseIndex, block_metas, build_index, load_sparse_encoder, to_csr
 from scaledown.data.schema import atomic_write, write_jsonl
 
 
@@ -46,7 +49,7 @@ def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, t
     lines, found = {}, []
     for q, rows in zip(queries, hits):
         if rows:
-            found.append((q, [index.passages[row] for row, _ in rows]))
+            found.append((q, [index.passages[row].as_document() for row, _ in rows]))
         else:
             lines[q.id] = {"id": q.id, "failed": "empty retrieval (no passage shares a term with the query)"}
     if reranker:
@@ -151,7 +154,7 @@ def file_fingerprint(path: str | Path, window: int = 1 << 20) -> dict:
 def index_fingerprint(args) -> dict:
     return {"corpus": file_fingerprint(args.corpus), "corpus_format": args.corpus_format, "splade": args.splade,
             "tokenizer": args.tokenizer or args.teacher, "passage_tokens": args.passage_tokens,
-            "shard_size": args.shard_size, "max_corpus_size": args.max_corpus_size}
+            "block_bytes": args.block_bytes, "block_docs": args.block_docs, "max_corpus_size": args.max_corpus_size}
 
 
 def build_fingerprint(args, index: dict) -> dict:
@@ -187,6 +190,34 @@ def check_fingerprint(path: Path, current: dict, what: str, force_hint: str) -> 
 
 def queries_hash(queries: list[Query]) -> str:
     return hashlib.sha256(json.dumps([[q.id, q.text, q.answers] for q in queries]).encode()).hexdigest()
+
+
+def corpus_blocks(args, problems: Problems, rank: int, world: int, tokenizer):
+    """(block number, passages) of this rank's corpus blocks, read lazily: a block already on disk is not read."""
+    path = Path(args.corpus)
+    if args.max_corpus_size or not corpus.splittable(path, args.corpus_format):
+        documents = read_corpus(path, problems, args.corpus_format)
+        if args.max_corpus_size:  # the first N documents of the file: read in order, so streamed
+            documents = itertools.islice(documents, args.max_corpus_size)
+        for number, docs in corpus.document_blocks(documents, args.block_docs, rank, world):
+            yield number, chunk_passages(docs, tokenizer, args.passage_tokens)
+        return
+    spans = corpus.byte_blocks(path, args.block_bytes)
+    mine = range(rank, len(spans), world)
+    # True line numbers: each rank counts its own blocks' newlines (a fast byte scan), all ranks share the counts.
+    counts = {j: corpus.count_lines(path, spans[j]) for j in mine}
+    if torch.distributed.is_initialized():
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, counts)
+        counts = {j: n for part in gathered for j, n in part.items()}
+    else:
+        counts = {j: corpus.count_lines(path, span) for j, span in enumerate(spans)}
+    first_lines = [1]
+    for j in range(len(spans) - 1):
+        first_lines.append(first_lines[-1] + counts[j])
+    for j in mine:
+        documents = read_corpus(path, problems, args.corpus_format, spans[j], first_lines[j])
+        yield j, chunk_passages(documents, tokenizer, args.passage_tokens)
 
 
 def build(args) -> dict | None:
@@ -230,27 +261,25 @@ def build(args) -> dict | None:
         if not args.tokenizer and args.teacher in ("gold", "none"):
             raise SystemExit(f"--teacher {args.teacher} needs --tokenizer (the generator's) for passage chunking")
         tokenizer = load_tokenizer(args.tokenizer or args.teacher, args.trust_remote_code)
-        documents = read_corpus(args.corpus, problems, args.corpus_format)
-        if args.max_corpus_size:
-            documents = itertools.islice(documents, args.max_corpus_size)  # the first N documents of the file
-        passages = chunk_passages(documents, tokenizer, args.passage_tokens)
-        build_index(passages, encoder, index_dir, args.shard_size, rank, world,
+        build_index(corpus_blocks(args, problems, rank, world, tokenizer), encoder, index_dir, problems,
                     progress=rank == 0 and not args.quiet)
         barrier()
-        if not list(index_dir.glob("shard-*.npz")):
+        metas = block_metas(index_dir)
+        # Streamed formats: every rank read every line. Blocks: each rank only its own, counted in meta.json.
+        blocked = corpus.splittable(args.corpus, args.corpus_format) and not args.max_corpus_size
+        corpus_bad = sum(m["bad_lines"] for m in metas) if blocked else problems.counts.get("bad_line", 0)
+        if not sum(m["passages"] for m in metas):
             shown = "".join(f"\n  {m}" for m in problems.messages[:5])
-            raise SystemExit(f"{args.corpus}: no good passages ({problems.counts.get('bad_line', 0)} bad lines)"
-                             f"{shown}")
+            raise SystemExit(f"{args.corpus}: no good passages ({corpus_bad} bad lines){shown}")
         if rank == 0:
-            atomic_write(index_dir / "COMPLETE", json.dumps({"bad_corpus_lines": problems.counts.get("bad_line", 0)}))
+            atomic_write(index_dir / "COMPLETE", json.dumps({"bad_corpus_lines": corpus_bad}))
         barrier()
+    problems.counts["bad_line"] = json.loads((index_dir / "COMPLETE").read_text())["bad_corpus_lines"]
     index = SparseIndex(index_dir)
     if args.queries:
         queries = read_queries(args.queries, problems, args.queries_format, args.split)
     else:
-        from scaledown.data.corpus import Passage
-
-        queries = synthetic_queries([Passage(**p) for p in index.passages], args.synthetic_queries, args.seed)
+        queries = synthetic_queries(index.passages, args.synthetic_queries, args.seed)
     ids = [q.id for q in queries]
     reranker = None
     if args.cross_encoder:
@@ -335,7 +364,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None,
                    help="documents kept per query (default: 5 for training sets, 10 for --split dev/validation/test)")
     p.add_argument("--chunk-size", type=int, default=256, help="queries per output chunk")
-    p.add_argument("--shard-size", type=int, default=100_000, help="passages per index shard")
+    p.add_argument("--block-bytes", type=int, default=64 << 20,
+                   help="index block size: bytes of a JSONL or TSV corpus (a block is one rank's unit of work)")
+    p.add_argument("--block-docs", type=int, default=50_000,
+                   help="index block size for a JSON list or datasets corpus, which is streamed: documents")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--system-prompt", default=prompts.SYSTEM_PROMPT, help="the teacher's system turn (the paper's)")
     p.add_argument("--user-template", default=prompts.USER_TEMPLATE,

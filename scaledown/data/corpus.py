@@ -6,14 +6,20 @@ collection), or a `datasets` folder with those columns; the format is sniffed fr
 (one per line), TSV (`qid<TAB>query`), or rows of JSONL, a JSON file or a `datasets` folder in any of the formats
 of scaledown/data/benchmarks.py (the paper's QA sets as users hold them), with their gold aliases.
 A bad line is logged with its file and line number, counted, and skipped: it never aborts a build.
+
+Large corpora are read in blocks: JSONL and TSV by byte span (`byte_blocks`: each rank reads only its own
+blocks, and `count_lines` gives each block its first true line number), a JSON list or a `datasets` folder by
+document count (`document_blocks`: every rank streams the whole corpus and keeps its own blocks).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 from scaledown.data.schema import DataError, check_unicode, iter_rows, sniff
 
@@ -50,9 +56,18 @@ class Query:
     """Gold aliases (empty when the source has none)."""
 
 
-def _lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
+def _lines(path: Path, problems: Problems, span: tuple[int, int] | None = None,
+           first_line: int = 1) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line; with `span` (start, end), only the lines that begin in
+    [start, end), `start` being a line start and `first_line` its number."""
+    start, end = span or (0, None)
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        f.seek(start)
+        pos = start
+        for lineno, raw in enumerate(f, start=first_line):
+            if end is not None and pos >= end:
+                return
+            pos += len(raw)
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\n").rstrip("\r")
             except UnicodeDecodeError as err:
@@ -60,6 +75,37 @@ def _lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
                 continue
             if line.strip():
                 yield lineno, line
+
+
+def byte_blocks(path: str | Path, block_bytes: int) -> list[tuple[int, int]]:
+    """The file cut into (start, end) byte spans of about `block_bytes`, each starting at a line start: block j
+    begins at the first line that begins at or after j * block_bytes and so holds the line straddling its end.
+    The spans depend on the file and `block_bytes` only, never on the number of ranks."""
+    size = Path(path).stat().st_size
+    starts = [0]
+    with open(path, "rb") as f:
+        for offset in range(block_bytes, size, block_bytes):
+            f.seek(offset - 1)
+            f.readline()  # to just past the first newline at or after offset - 1: the next line start
+            if f.tell() > starts[-1] and f.tell() < size:
+                starts.append(f.tell())
+    return list(zip(starts, starts[1:] + [size]))
+
+
+def count_lines(path: str | Path, span: tuple[int, int], read_bytes: int = 1 << 24) -> int:
+    """Newlines in a byte span: the number of lines of a block (its last line may lack one only at the end of
+    the file, where no block follows)."""
+    start, end = span
+    count = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        while start < end:
+            buf = f.read(min(read_bytes, end - start))
+            if not buf:
+                break
+            count += buf.count(b"\n")
+            start += len(buf)
+    return count
 
 
 CORPUS_FORMATS = ("JSONL {id, title, text}, KILT JSONL {wikipedia_id, wikipedia_title, text: [paragraphs]}, a JSON "
@@ -75,9 +121,20 @@ def detect_format(path: Path) -> str:
     return "tsv" if kind == "tsv" or path.name.lower().endswith(".tsv") else "text"
 
 
-def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iterator[tuple[str, str, str]]:
-    """(document id, title, text) for each document, streamed line by line; invalid Unicode is a bad line."""
-    for where, doc_id, title, text in _corpus_rows(Path(path), problems, fmt):
+def splittable(path: str | Path, fmt: str = "auto") -> bool:
+    """Whether the corpus can be read by byte blocks: JSONL and TSV, one document per line. A JSON list and a
+    `datasets` folder cannot be cut without parsing what comes before (see `document_blocks`)."""
+    path = Path(path)
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    return path.is_file() and (fmt == "tsv" or (fmt == "jsonl" and sniff(path) == "jsonl"))
+
+
+def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto", span: tuple[int, int] | None = None,
+                first_line: int = 1) -> Iterator[tuple[str, str, str]]:
+    """(document id, title, text) for each document, streamed line by line; invalid Unicode is a bad line.
+    With `span`, a block of a `splittable` corpus: the lines beginning in [start, end), the first being line
+    `first_line` of the file (so that bad lines are reported with their true line number)."""
+    for where, doc_id, title, text in _corpus_rows(Path(path), problems, fmt, span, first_line):
         try:
             check_unicode([title, text], where, "text")
         except DataError as err:
@@ -86,19 +143,48 @@ def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto") -> Iter
         yield doc_id, title, text
 
 
-def _corpus_rows(path: Path, problems: Problems, fmt: str) -> Iterator[tuple[str, str, str, str]]:
+def document_blocks(documents: Iterable, block_docs: int, rank: int, world_size: int) -> Iterator[tuple[int, Iterator]]:
+    """(block number, its documents) for this rank's blocks of a corpus that must be streamed whole: block j is
+    documents [j * block_docs, (j + 1) * block_docs) and belongs to rank j % world_size. Every rank parses the
+    whole stream (cheap next to tokenizing and encoding, which only the owner does). A block left unread by the
+    caller (already on disk) is skipped over."""
+    documents = iter(documents)
+    for number in itertools.count():
+        first = next(documents, None)
+        if first is None:
+            return
+        block = itertools.chain([first], itertools.islice(documents, block_docs - 1))
+        if number % world_size == rank:
+            yield number, block
+        for _ in block:  # the rest of a block the caller skipped, or another rank's
+            pass
+
+
+def _corpus_rows(path: Path, problems: Problems, fmt: str, span: tuple[int, int] | None = None,
+                 first_line: int = 1) -> Iterator[tuple[str, str, str, str]]:
     if not path.exists():
         raise SystemExit(f"{path}: no such corpus file or folder")
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "text":
         raise SystemExit(f"{path}: not a corpus format this build reads; expected {CORPUS_FORMATS}")
     if fmt == "tsv":
-        for lineno, line in _lines(path, problems):
+        for lineno, line in _lines(path, problems, span, first_line):
             parts = line.split("\t")
             if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
                 problems.add("bad_line", f"{path}:{lineno}: expected 'id<TAB>text'")
                 continue
             yield f"{path}:{lineno}", parts[0].strip(), "", parts[1].strip()
+        return
+    if span is not None:  # a block of a JSONL corpus
+        for lineno, line in _lines(path, problems, span, first_line):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:  # the message of schema.iter_jsonl, which reads whole files
+                problems.add("bad_line", f"{path}:{lineno}: invalid JSON: {err.msg} at column {err.colno}")
+                continue
+            row = _corpus_row(f"{path}:{lineno}", obj, problems)
+            if row:
+                yield row
         return
     try:
         for where, _, obj in iter_rows(path, bad=lambda message: problems.add("bad_line", message)):
@@ -201,7 +287,7 @@ def _row_query(where: str, row, fmt: str, position: int, problems: Problems) -> 
     return where, Query(qid, text, answers)
 
 
-def synthetic_queries(passages: list[Passage], n: int, seed: int = 0) -> list[Query]:
+def synthetic_queries(passages: Sequence[Passage], n: int, seed: int = 0) -> list[Query]:
     """Quick-test queries made from the corpus: a passage's title and a few of its words."""
     rng = random.Random(seed)
     picks = rng.sample(passages, min(n, len(passages)))

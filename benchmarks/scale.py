@@ -1,0 +1,236 @@
+"""The dataset build at paper scale, stage by stage: what each rank holds in memory and how long it takes.
+
+Stage `search`: synthetic SPLADE-like indexes (no model: ~200 non-zeros per passage, ~15 per query, Zipf-like term
+ids over a 30,522-term vocabulary, ~700-byte passages) written straight into both on-disk formats, the former
+shards (`shard-NNNNN.npz` + `.jsonl`, loaded whole by every rank) and the current blocks (memory-mapped inverted
+CSR + Arrow passages, scaledown/data/retrieval.py). Each format is searched by 2 ranks (2 processes, each its own
+half of the queries, in batches like the build's chunks), and the current one also by 1 rank, to show that 2
+ranks share the mapped index (sum of unique memory, USS). Also measured: the other way to split the search, each
+rank searching every query against its own half of the blocks, then partial top-k lists merged.
+
+    python benchmarks/scale.py --stage search --sizes 10000 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scaledown.data.corpus import Passage  # noqa: E402
+from scaledown.data.retrieval import SparseIndex, top_k, write_block  # noqa: E402
+
+VOCAB = 30522
+
+
+def zipf_rows(rows: int, draws: int, rng: np.random.Generator, perm: np.ndarray, a: float = 1.1) -> sp.csr_matrix:
+    """Rows of the distinct terms among `draws` Zipf-distributed draws (frequent terms spread over the
+    vocabulary by `perm`), with positive weights."""
+    terms = np.sort(perm[(rng.zipf(a, size=(rows, draws)) - 1) % VOCAB].astype(np.int32), axis=1)
+    first = np.ones_like(terms, dtype=bool)
+    first[:, 1:] = terms[:, 1:] != terms[:, :-1]
+    indptr = np.concatenate([[0], np.cumsum(first.sum(axis=1))])
+    data = rng.gamma(2.0, 0.5, size=int(indptr[-1])).astype(np.float32)
+    return sp.csr_matrix((data, terms[first], indptr), shape=(rows, VOCAB))
+
+
+def write_both_formats(n: int, folder: Path, rows_per_block: int = 100_000, seed: int = 0) -> dict:
+    """The same synthetic index as former shards (folder/old) and current blocks (folder/new)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(VOCAB)
+    blob = " ".join(f"w{i}" for i in rng.integers(0, 50_000, size=400_000))  # passage texts are slices of it
+    (folder / "old").mkdir(parents=True)
+    nnz = 0
+    for b, start in enumerate(range(0, n, rows_per_block)):
+        rows = min(rows_per_block, n - start)
+        matrix = zipf_rows(rows, 330, rng, perm)  # 330 draws leave ~200 distinct terms
+        nnz += matrix.nnz
+        offsets = rng.integers(0, len(blob) - 800, size=rows)
+        passages = [Passage(f"doc{start + i}-0", f"Title {start + i}", blob[o:o + 700]) for i, o in enumerate(offsets)]
+        sp.save_npz(folder / "old" / f"shard-{b:05d}.npz", matrix, compressed=False)
+        (folder / "old" / f"shard-{b:05d}.jsonl").write_text(
+            "".join(json.dumps(p.as_document()) + "\n" for p in passages))
+        write_block(folder / "new", b, passages, matrix)
+    return {"nnz_per_passage": nnz / n}
+
+
+class OldShardIndex:
+    """The former SparseIndex (before the block index), verbatim in what it holds: every shard's passages as
+    dicts and the stacked matrix's transpose, in every rank's memory."""
+
+    def __init__(self, folder: str | Path):
+        shards = sorted(Path(folder).glob("shard-[0-9][0-9][0-9][0-9][0-9].npz"))
+        matrices = [sp.load_npz(s).tocsr() for s in shards]
+        self.passages: list[dict] = []
+        for s in shards:
+            with open(s.with_suffix(".jsonl"), encoding="utf-8") as f:
+                self.passages += [json.loads(line) for line in f]
+        self.matrix_t = sp.vstack(matrices, format="csr").T.tocsr()
+
+    def search(self, queries: sp.csr_matrix, k: int) -> list[list[tuple[int, float]]]:
+        scores = (queries @ self.matrix_t).tocsr()
+        results = []
+        for i in range(scores.shape[0]):
+            start, end = scores.indptr[i], scores.indptr[i + 1]
+            cols, vals = scores.indices[start:end], scores.data[start:end]
+            keep = vals > 0
+            cols, vals = cols[keep], vals[keep]
+            if len(vals) > k:
+                top = np.argpartition(-vals, k - 1)[:k]
+                cols, vals = cols[top], vals[top]
+            order = np.lexsort((cols, -vals))
+            results.append([(int(cols[j]), float(vals[j])) for j in order])
+        return results
+
+
+def search_rank(kind: str, folder: str, queries: sp.csr_matrix, rank: int, world: int, k: int, batch: int,
+                barrier, results) -> None:
+    """One rank of the search stage: load, search its half of the queries (and, for the block index with 2
+    ranks, every query against its half of the blocks), then measure memory while every rank still holds it."""
+    import psutil
+
+    start = time.perf_counter()
+    index = OldShardIndex(folder) if kind == "old" else SparseIndex(folder)
+    load_s = time.perf_counter() - start
+    mine = np.array_split(np.arange(queries.shape[0]), world)[rank]
+    start = time.perf_counter()
+    hits = []
+    for i in range(0, len(mine), batch):
+        hits += index.search(queries[mine[i:i + batch]], k)
+    search_s = time.perf_counter() - start
+    out = {"kind": kind, "rank": rank, "world": world, "load_s": load_s, "search_s_per_query": search_s / len(mine),
+           "hits": hits}
+    if kind == "new" and world > 1:  # the alternative split: all queries, own blocks only
+        own = list(range(rank, len(index.matrices), world))
+        start = time.perf_counter()
+        partial = []
+        for i in range(0, queries.shape[0], batch):
+            partial += index.search(queries[i:i + batch], k, own)
+        out["own_blocks_s_per_query"] = (time.perf_counter() - start) / queries.shape[0]
+        out["partial"] = partial
+    barrier.wait()  # every rank holds its index here: pages mapped by both count as shared, not unique
+    out["peak_rss_gib"] = peak_rss_gib()
+    out["uss_gib"] = psutil.Process().memory_full_info().uss / 2**30
+    barrier.wait()
+    results.put(out)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set (VmHWM, mapped file pages included). Not getrusage's ru_maxrss: that one
+    survives exec, so a spawned worker would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_ranks(kind: str, folder: Path, queries: sp.csr_matrix, world: int, k: int, batch: int) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(world), ctx.Queue()
+    procs = [ctx.Process(target=search_rank, args=(kind, str(folder), queries, r, world, k, batch, barrier, results))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    out = sorted((results.get() for _ in procs), key=lambda r: r["rank"])
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"{kind} rank failed with exit code {p.exitcode}")
+    return out
+
+
+def merge_partials(partials: list[list[list[tuple[int, float]]]], k: int) -> list[list[tuple[int, float]]]:
+    """Per query, the k best of every rank's partial top-k (the all-gather and merge of the alternative split)."""
+    merged = []
+    for lists in zip(*partials):
+        pairs = [pair for hits in lists for pair in hits]
+        rows, vals = top_k(np.array([r for r, _ in pairs], dtype=np.int64),
+                           np.array([v for _, v in pairs], dtype=np.float32), k)
+        merged.append([(int(r), float(v)) for r, v in zip(rows, vals)])
+    return merged
+
+
+def stage_search(args) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(1)
+    queries = zipf_rows(args.queries, 17, rng, np.random.default_rng(0).permutation(VOCAB))  # ~15 distinct terms
+    for n in args.sizes:
+        folder = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=args.tmp))
+        try:
+            start = time.perf_counter()
+            info = write_both_formats(n, folder)
+            print(f"{n} passages: wrote both formats in {time.perf_counter() - start:.0f} s "
+                  f"({info['nnz_per_passage']:.0f} non-zeros per passage)", flush=True)
+            new2 = run_ranks("new", folder / "new", queries, 2, args.k, args.batch)
+            new1 = run_ranks("new", folder / "new", queries, 1, args.k, args.batch)
+            old2 = run_ranks("old", folder / "old", queries, 2, args.k, args.batch) if n <= args.max_old else None
+            exact_new = new2[0]["hits"] + new2[1]["hits"]
+            assert exact_new == new1[0]["hits"], "1 and 2 ranks disagree"
+            start = time.perf_counter()
+            merged = merge_partials([r["partial"] for r in new2], args.k)
+            merge_s = (time.perf_counter() - start) / args.queries
+            assert merged == exact_new, "the per-rank-blocks split disagrees"
+            row = {"passages": n, "new": new2, "new1": new1[0], "old": old2, "merge_s_per_query": merge_s}
+            if old2:
+                row["old_equals_new"] = old2[0]["hits"] + old2[1]["hits"] == exact_new
+            rows.append(row)
+            print_search_row(row, flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print_search_table(rows)
+    return rows
+
+
+def print_search_row(row: dict, flush: bool = False) -> None:
+    def ranks(runs):
+        return "/".join(f"{r['peak_rss_gib']:.2f}" for r in runs) if runs else "-"
+
+    print(f"  {row['passages']}: peak RSS old {ranks(row['old'])} GiB, new {ranks(row['new'])} GiB", flush=flush)
+
+
+def print_search_table(rows: list[dict]) -> None:
+    ms = 1e3
+    print("\nsearch stage, 2 ranks (per rank: max over the 2); times in s (load) and ms per query; memory GiB")
+    print(f"{'passages':>9} | {'old load':>8} {'old RSS':>7} {'old q':>6} | {'new load':>8} {'new RSS':>7} "
+          f"{'new q':>6} | {'USS 2r':>6} {'USS 1r':>6} {'ratio':>5} | {'split q':>7} {'merge':>5} | old==new")
+    for row in rows:
+        old, new, one = row["old"], row["new"], row["new1"]
+        o = (f"{max(r['load_s'] for r in old):>8.2f} {max(r['peak_rss_gib'] for r in old):>7.2f} "
+             f"{max(r['search_s_per_query'] for r in old) * ms:>6.1f}") if old else f"{'(not run)':>23}"
+        uss2 = sum(r["uss_gib"] for r in new)
+        split = max(r["own_blocks_s_per_query"] for r in new) * ms
+        print(f"{row['passages']:>9} | {o} | {max(r['load_s'] for r in new):>8.2f} "
+              f"{max(r['peak_rss_gib'] for r in new):>7.2f} {max(r['search_s_per_query'] for r in new) * ms:>6.1f} | "
+              f"{uss2:>6.2f} {one['uss_gib']:>6.2f} {uss2 / one['uss_gib']:>5.2f} | {split:>7.1f} "
+              f"{row['merge_s_per_query'] * ms:>5.2f} | {row.get('old_equals_new', '-')}")
+    print("new q: each rank its half of the queries over all blocks (what the build does); split q: each rank every "
+          "query over its half of the blocks, to be merged (merge: ms per query, one process)")
+
+
+STAGES = {"search": stage_search}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=sorted(STAGES), default="search")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--queries", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32, help="queries searched together (the build's chunks)")
+    p.add_argument("--k", type=int, default=50, help="the build's --retrieve-k")
+    p.add_argument("--max-old", type=int, default=1_000_000, help="skip the former index above this size")
+    p.add_argument("--tmp", default=None, help="where the synthetic indexes are written (and removed)")
+    args = p.parse_args(argv)
+    return STAGES[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
