@@ -3,6 +3,7 @@
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,12 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(inputs, tmp_path)
         assert loss == pytest.approx(full[step], rel=1e-5), (full, after)
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert kept == ["step-000022", "step-000024"]
+    # The frozen generator is not in the checkpoints (the resume above rebuilt it from its source): the module
+    # file holds about the exported trainable weights, not those plus the base model's.
+    module = (run_dir / "checkpoints" / "step-000024" / "deepspeed" / "mp_rank_00_model_states.pt").stat().st_size
+    trainable = sum(f.stat().st_size for f in (run_dir / "export").rglob("*.safetensors"))
+    base = sum(f.stat().st_size for f in Path(inputs[0].split("=", 1)[1]).glob("*.safetensors"))
+    assert module < trainable + base / 2, (module, trainable, base)
 
 
 def test_tensorboard_holds_the_training_scalars(inputs, tmp_path):

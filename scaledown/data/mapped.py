@@ -20,7 +20,7 @@ import pyarrow as pa
 from scaledown.data.schema import DataError, Record, iter_rows, validate_record
 
 SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("documents", pa.list_(pa.string())),
-                    ("answer", pa.string()), ("reranking_scores", pa.list_(pa.float32())),
+                    ("answer", pa.string()), ("reranking_scores", pa.list_(pa.float64())),
                     ("gold_answers", pa.list_(pa.string())), ("extra", pa.string())])
 BATCH = 4096  # records per Arrow record batch: bounds the converter's memory, not the reader's
 
