@@ -30,11 +30,13 @@ def slurm():
     subprocess.run(["bash", str(HARNESS), "down"], capture_output=True, timeout=120)
 
 
-def test_two_node_deepspeed_job_trains_and_exits_zero(slurm, tmp_path):
-    # Slurm jobs run as root in the submit directory; the nodes share this file system.
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_two_node_deepspeed_job_trains_and_exits_zero(slurm, tmp_path, launcher):
+    # Slurm jobs run as root in the submit directory; the nodes share this file system. LAUNCHER=srun: no
+    # torchrun, one Slurm task per rank, ranks from Slurm's variables (scaledown/distributed.py).
     args = make_run_inputs(tmp_path)
     out = tmp_path / "run"
-    env = cpu_env(SLURM_CONF=slurm, GPUS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)))
+    env = cpu_env(SLURM_CONF=slurm, GPUS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)), LAUNCHER=launcher)
     job = subprocess.run(
         ["sbatch", "--wait", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=2", f"--output={tmp_path}/job.out",
          str(ROOT / "slurm" / "train_gpu.sh"), *args, f"--train.output_dir={out}", "--train.max_steps=3",
