@@ -9,6 +9,13 @@ ranks share the mapped index (sum of unique memory, USS). Also measured: the oth
 rank searching every query against its own half of the blocks, then partial top-k lists merged.
 
     python benchmarks/scale.py --stage search --sizes 10000 100000 1000000
+
+Stage `data`: synthetic training sets (5 documents of ~128 tokens per record, ~3 KB of JSON) of 10k, 100k and
+893k records; each loaded by 2 ranks as training loads it, the former way (`load_records`: every record a Python
+object on every rank) and the current one (scaledown/data/mapped.py: validated once into an Arrow file, then
+memory-mapped by every rank), then 2,000 records fetched in sampler order. Per rank: peak RSS, start-up time.
+
+    python benchmarks/scale.py --stage data --sizes 10000 100000 893000
 """
 
 from __future__ import annotations
@@ -216,7 +223,98 @@ def print_search_table(rows: list[dict]) -> None:
           "query over its half of the blocks, to be merged (merge: ms per query, one process)")
 
 
-STAGES = {"search": stage_search}
+WORDS = [f"w{i}" for i in range(5000)]
+
+
+def write_training_set(n: int, path: Path, seed: int = 0) -> None:
+    """n records of 5 documents of ~100 words (~128 tokens), written in pieces (never all in memory)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for start in range(0, n, 10_000):
+            lines = []
+            for i in range(start, min(n, start + 10_000)):
+                words = rng.integers(0, len(WORDS), size=(5, 100))
+                docs = [{"title": f"T{i}-{j}", "text": " ".join(WORDS[w] for w in row)} for j, row in enumerate(words)]
+                lines.append(json.dumps({"id": f"q{i}", "query": f"what is w{i % 5000} of T{i}?", "documents": docs,
+                                         "answer": f"w{(i * 7) % 5000}", "reranking_scores": rng.random(5).tolist()}))
+            f.write("\n".join(lines) + "\n")
+
+
+def load_rank(kind: str, path: str, rank: int, world: int, barrier, results) -> None:
+    """One rank of training's data loading: open the set, then fetch 2,000 records in the sampler's order."""
+    from scaledown.data.mapped import open_records
+    from scaledown.data.sampler import ShardedSampler
+    from scaledown.data.schema import load_records
+
+    start = time.perf_counter()
+    records = load_records(path) if kind == "old" else open_records(path)
+    load_s = time.perf_counter() - start
+    sampler = ShardedSampler(len(records), 128, rank, world, seed=0)
+    order = list(sampler)[:2000]
+    start = time.perf_counter()
+    fetched = [records[i] for i in order]
+    fetch_ms = 1e3 * (time.perf_counter() - start) / len(order)
+    barrier.wait()
+    import psutil
+
+    results.put({"kind": kind, "rank": rank, "load_s": load_s, "fetch_ms": fetch_ms, "peak_rss_gib": peak_rss_gib(),
+                 "uss_gib": psutil.Process().memory_full_info().uss / 2**30, "n": len(records),
+                 "first": fetched[0].id})
+    barrier.wait()
+
+
+def run_loaders(kind: str, path: Path, world: int) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(world), ctx.Queue()
+    procs = [ctx.Process(target=load_rank, args=(kind, str(path), r, world, barrier, results)) for r in range(world)]
+    for p in procs:
+        p.start()
+    out = sorted((results.get() for _ in procs), key=lambda r: r["rank"])
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"{kind} loader failed with exit code {p.exitcode}")
+    return out
+
+
+def stage_data(args) -> list[dict]:
+    from scaledown.data.mapped import cache_path, convert
+
+    rows = []
+    for n in args.sizes:
+        folder = Path(tempfile.mkdtemp(prefix=f"scale-data-{n}-", dir=args.tmp))
+        try:
+            path = folder / "train.jsonl"
+            write_training_set(n, path)
+            start = time.perf_counter()
+            convert(path, cache_path(path))  # what the merge (or a first training start) does once
+            convert_s = time.perf_counter() - start
+            new = run_loaders("new", path, 2)
+            old = run_loaders("old", path, 2) if n <= args.max_old else None
+            if old:
+                assert [r["first"] for r in old] == [r["first"] for r in new], "old and new fetch other records"
+            row = {"records": n, "jsonl_gib": path.stat().st_size / 2**30,
+                   "arrow_gib": cache_path(path).stat().st_size / 2**30, "convert_s": convert_s, "new": new, "old": old}
+            rows.append(row)
+            print(f"  {n}: peak RSS new {max(r['peak_rss_gib'] for r in new):.2f} GiB, old "
+                  f"{max(r['peak_rss_gib'] for r in old):.2f} GiB" if old else f"  {n}: new done", flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print("\ntraining data loading, 2 ranks (per rank: max over the 2); start-up s, fetch ms per record, memory GiB")
+    print(f"{'records':>8} | {'JSONL':>6} {'Arrow':>6} {'convert':>7} | {'old start':>9} {'old RSS':>7} | "
+          f"{'new start':>9} {'new RSS':>7} {'fetch':>6} {'USS 2r':>6}")
+    for row in rows:
+        old, new = row["old"], row["new"]
+        o = (f"{max(r['load_s'] for r in old):>9.2f} {max(r['peak_rss_gib'] for r in old):>7.2f}" if old
+             else f"{'(not run)':>17}")
+        print(f"{row['records']:>8} | {row['jsonl_gib']:>6.2f} {row['arrow_gib']:>6.2f} {row['convert_s']:>7.1f} | "
+              f"{o} | "
+              f"{max(r['load_s'] for r in new):>9.2f} {max(r['peak_rss_gib'] for r in new):>7.2f} "
+              f"{max(r['fetch_ms'] for r in new):>6.3f} {sum(r['uss_gib'] for r in new):>6.2f}")
+    return rows
+
+
+STAGES = {"search": stage_search, "data": stage_data}
 
 
 def main(argv=None):
@@ -226,7 +324,7 @@ def main(argv=None):
     p.add_argument("--queries", type=int, default=128)
     p.add_argument("--batch", type=int, default=32, help="queries searched together (the build's chunks)")
     p.add_argument("--k", type=int, default=50, help="the build's --retrieve-k")
-    p.add_argument("--max-old", type=int, default=1_000_000, help="skip the former index above this size")
+    p.add_argument("--max-old", type=int, default=1_000_000, help="skip the former code above this size")
     p.add_argument("--tmp", default=None, help="where the synthetic indexes are written (and removed)")
     args = p.parse_args(argv)
     return STAGES[args.stage](args)

@@ -79,8 +79,10 @@ def mpirun_available() -> str | None:
     """Install OpenMPI and mpi4py when possible; the reason they are missing otherwise."""
     if shutil.which("mpirun") is None:
         if os.geteuid() == 0 and shutil.which("apt-get"):
-            subprocess.run(["apt-get", "install", "-y", "-q", "openmpi-bin", "libopenmpi-dev"],
-                           capture_output=True, timeout=900)
+            install = ["apt-get", "install", "-y", "-q", "openmpi-bin", "libopenmpi-dev"]
+            if subprocess.run(install, capture_output=True, timeout=900).returncode:
+                subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=900)
+                subprocess.run(install, capture_output=True, timeout=900)
         if shutil.which("mpirun") is None:
             return "OpenMPI (mpirun) is not installed and apt-get could not install it"
     try:
