@@ -16,6 +16,11 @@ object on every rank) and the current one (scaledown/data/mapped.py: validated o
 memory-mapped by every rank), then 2,000 records fetched in sampler order. Per rank: peak RSS, start-up time.
 
     python benchmarks/scale.py --stage data --sizes 10000 100000 893000
+
+Stage `approx`: recall@k of the approximate backend (Seismic, `--search seismic`) against the exact search on the
+same synthetic blocks, its build time and its query time next to the exact one's (one process).
+
+    python benchmarks/scale.py --stage approx --sizes 20000 50000
 """
 
 from __future__ import annotations
@@ -314,7 +319,44 @@ def stage_data(args) -> list[dict]:
     return rows
 
 
-STAGES = {"search": stage_search, "data": stage_data}
+def stage_approx(args) -> list[dict]:
+    from scaledown.data.approximate import SeismicSearch
+
+    rows = []
+    queries = zipf_rows(args.queries, 17, np.random.default_rng(1), np.random.default_rng(0).permutation(VOCAB))
+    for n in args.sizes:
+        folder = Path(tempfile.mkdtemp(prefix=f"scale-approx-{n}-", dir=args.tmp))
+        try:
+            write_both_formats(n, folder)
+            index = SparseIndex(folder / "new")
+            start = time.perf_counter()
+            exact = index.search(queries, args.k)
+            exact_ms = 1e3 * (time.perf_counter() - start) / args.queries
+            start = time.perf_counter()
+            approx = SeismicSearch(index, folder / "new" / "seismic.index")
+            build_s = time.perf_counter() - start
+            for heap in (0.7, 0.9):
+                approx.heap_factor = heap
+                start = time.perf_counter()
+                found = approx.search(queries, args.k)
+                ms = 1e3 * (time.perf_counter() - start) / args.queries
+                recall = {k: float(np.mean([len({r for r, _ in a[:k]} & {r for r, _ in e[:k]}) / max(1, len(e[:k]))
+                                            for a, e in zip(found, exact)])) for k in (10, args.k)}
+                rows.append({"passages": n, "heap_factor": heap, "build_s": build_s, "exact_ms": exact_ms,
+                             "approx_ms": ms, "recall": recall})
+                print(f"  {n}: heap {heap} recall@10 {recall[10]:.3f} recall@{args.k} {recall[args.k]:.3f} "
+                      f"{ms:.2f} ms/query (exact {exact_ms:.2f}); built in {build_s:.0f} s", flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n{'passages':>9} {'heap':>5} {'build s':>8} {'exact ms':>9} {'seismic ms':>10} {'R@10':>6} "
+          f"{f'R@{args.k}':>6}")
+    for r in rows:
+        print(f"{r['passages']:>9} {r['heap_factor']:>5} {r['build_s']:>8.0f} {r['exact_ms']:>9.2f} "
+              f"{r['approx_ms']:>10.2f} {r['recall'][10]:>6.3f} {r['recall'][args.k]:>6.3f}")
+    return rows
+
+
+STAGES = {"search": stage_search, "data": stage_data, "approx": stage_approx}
 
 
 def main(argv=None):

@@ -34,12 +34,10 @@ from typing import Any
 import torch
 
 from scaledown.config import Config, ConfigError
+from scaledown.data.prepare_dataset import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
 from scaledown.data.schema import DataError, Record, load_records, validate_record
 from scaledown.models import model as _model
 
-DEFAULT_SPLADE = "naver/splade-cocondenser-ensembledistil"
-DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-DEFAULT_TEACHER = "mistralai/Mistral-7B-Instruct-v0.2"
 
 
 @dataclass
@@ -199,8 +197,10 @@ class ScaleDownTrainer:
 
     def train(self) -> dict:
         """The project's training loop (checkpoints, TensorBoard, export to output_dir/export); returns its result."""
+        from scaledown.distributed import discover
         from scaledown.train import train
 
+        discover(mpi=False)  # under srun: WORLD_SIZE before to_config picks the engine
         cfg = self.config.to_config(str(self.output_dir))
         cfg.model = self.model.config  # the model as built decides (its generator, memory tokens, rerank head)
         evaluation = self.eval_dataset.records if self.eval_dataset is not None else []

@@ -2,7 +2,7 @@
 plain `srun`. torch.distributed's `env://` rendezvous reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
 MASTER_PORT; torchrun and the deepspeed launcher set them, and `discover()` sets them otherwise:
 
-- under Slurm (`SLURM_PROCID` present), from Slurm's variables, the head node from `scontrol show hostnames`;
+- inside an srun step of several tasks, from Slurm's variables, the head node from `scontrol show hostnames`;
 - under MPI, through mpi4py: rank and size of COMM_WORLD, the local rank from the shared-memory split of it, and
   rank 0's host name and a free port broadcast to all.
 
@@ -31,8 +31,10 @@ def discover(mpi: bool = True) -> str:
     if launched_by_torch():
         return "torchrun"
     env = os.environ
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        env.update(RANK=env["SLURM_PROCID"], WORLD_SIZE=env["SLURM_NTASKS"],
+    # SLURM_STEP_NUM_TASKS exists inside an srun step only: the batch script itself also has SLURM_PROCID=0 and
+    # SLURM_NTASKS, and a plain `python ...` there is one process, not rank 0 of N.
+    if "SLURM_STEP_NUM_TASKS" in env and int(env["SLURM_STEP_NUM_TASKS"]) > 1:
+        env.update(RANK=env["SLURM_PROCID"], WORLD_SIZE=env["SLURM_STEP_NUM_TASKS"],
                    LOCAL_RANK=env.get("SLURM_LOCALID", "0"))
         env.setdefault("MASTER_ADDR", _slurm_head_node())
         env.setdefault("MASTER_PORT", str(DEFAULT_PORT))

@@ -1,7 +1,7 @@
 """Model-state memory per GPU before a run starts: `scaledown estimate --config configs/small_gpu.yaml`.
 
 The counts come from the configured architecture built on the meta device (no weights are read): the frozen
-generator, and the trainable parts (the compressor, LoRA, the rerank head and the added embedding rows). The bytes
+generator, and the trainable parts (the compressor, LoRA and the rerank head). The bytes
 per parameter are DeepSpeed's (its `estimate_zero{2,3}_model_states_mem_needs`): trainable parameters carry
 16-bit weights + 16-bit grads + fp32 master weights, grads and Adam moments; frozen ones only their weights, which
 only ZeRO-3 shards. With the frozen part at 0 these formulas are DeepSpeed's own (tests/test_compat.py checks).
@@ -52,9 +52,7 @@ def count(cfg) -> Counts:
                if isinstance(mod, nn.Linear) and mod is not head
                and (targets is None or any(name.endswith(t) for t in targets)))
     hidden = config.hidden_size
-    new_tokens = m.num_memory_tokens + int(m.rerank) + 1  # memory tokens, <RR>, the generator's placeholder
-    tied = getattr(config, "tie_word_embeddings", False)
-    trainable = lora + new_tokens * hidden * (1 if tied else 2) + (hidden + 1 if m.rerank else 0)
+    trainable = lora + (hidden + 1 if m.rerank else 0)  # the generator's few added embedding rows stay frozen
     if m.compressor == "n_layers":
         backbone = decoder_backbone(lm)
         trainable += backbone.embed_tokens.weight.numel() + sum(_params(layer) for layer in

@@ -23,7 +23,6 @@ from scaledown.config import Config, ConfigError
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.mapped import open_records
 from scaledown.data.schema import load_records
-from scaledown.distributed import discover
 from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
@@ -255,8 +254,6 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     `model` and `records` (validated Records) replace building the model and loading data.train_path / eval_path
     (the Python API of scaledown/compat.py passes them)."""
     cfg.check_paths(need_train_path=records is None)
-    # mpirun / srun without torchrun: ranks from Slurm's variables or mpi4py (DeepSpeed discovers MPI itself).
-    discover(mpi=cfg.engine.backend != "deepspeed")
     engine = make_engine(cfg)
     engine.setup()
     print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
@@ -272,8 +269,8 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)
-    if records is None:  # memory-mapped: validated once into an Arrow cache, never a list of all records
-        records = open_records(cfg.data.train_path, engine.barrier, engine.local_rank)
+    if records is None:  # validated once into an Arrow file, read a batch at a time: never a list of all records
+        records = open_records(cfg.data.train_path, engine.barrier, engine.rank, engine.local_rank)
     if eval_records is None:
         eval_records = load_records(cfg.data.eval_path, require_answer=False) if cfg.data.eval_path else []
     for rec in eval_records:

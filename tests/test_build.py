@@ -123,6 +123,24 @@ def test_one_two_and_three_ranks_build_the_same_dataset(setup):
     assert len(load_records(t / "three" / "dataset")) == stats["records"]  # the Arrow copy loads for training
 
 
+def test_approximate_search_backend_against_exact(setup, tmp_path):
+    """--search seismic: the same build through Seismic; its retrieval mostly agrees with the exact one (a
+    build-level smoke test; recall at size is measured by benchmarks/scale.py --stage approx)."""
+    pytest.importorskip("seismic", reason="--search seismic needs pyseismic-lsr: pip install -e .[approx]")
+    t, models = setup
+    exact_dir = t / "one"
+    if not (exact_dir / "dataset.jsonl").exists():
+        run_build(1, args_for(t, models, exact_dir))
+    run_build(1, args_for(t, models, tmp_path / "approx", search="seismic", index=exact_dir / "index"))
+    assert (exact_dir / "index" / "seismic.index").exists()
+    exact = {r["id"]: r for r in map(json.loads, (exact_dir / "dataset.jsonl").read_text().splitlines())}
+    approx = {r["id"]: r for r in map(json.loads, (tmp_path / "approx" / "dataset.jsonl").read_text().splitlines())}
+    assert set(approx) == set(exact)
+    same = [len({d["text"] for d in approx[q]["documents"]} & {d["text"] for d in exact[q]["documents"]}) / 3
+            for q in exact]
+    assert sum(same) / len(same) >= 0.8, same
+
+
 @pytest.mark.slow
 def test_killed_build_restarts_without_losing_or_redoing_chunks(setup):
     t, models = setup

@@ -56,6 +56,8 @@ def test_conversion_is_cached_by_size_and_mtime_and_keeps_the_errors(tmp_path):
     assert cache_path(source) != first
     with pytest.raises(DataError, match=r"train.jsonl:5: field 'answer'"):
         open_records(source)
+    with pytest.raises(DataError, match=r"train.jsonl:5: field 'answer'"):  # every rank: the recorded error
+        open_records(source, rank=1, local_rank=1)
     assert not list(tmp_path.glob("*.tmp-*")), "a failed conversion leaves no partial file"
     as_list = tmp_path / "train_data.json"
     as_list.write_text(json.dumps(make_records(3, seed=6), indent=2))
@@ -63,16 +65,23 @@ def test_conversion_is_cached_by_size_and_mtime_and_keeps_the_errors(tmp_path):
     assert isinstance(MappedRecords(cache_path(as_list))[0].documents, list)
 
 
-def test_training_reads_the_mapped_set_and_memory_does_not_hold_records(tmp_path):
+def test_training_converts_once_then_reads_the_arrow_file(tmp_path, monkeypatch):
+    import scaledown.train
     from scaledown.config import load_config
-    from scaledown.train import train
 
     inputs = make_run_inputs(tmp_path, n_train=16)
-    result = train(load_config(None, inputs + ["--engine.backend=torch", "--model.compressor_layers=1",
-                                               "--model.dtype=float32", "--train.global_batch_size=4",
-                                               "--train.micro_batch_size=2", "--train.max_steps=2",
-                                               "--data.eval_path=", f"--train.output_dir={tmp_path / 'o'}"]))
-    assert result["steps"] == 2 and cache_path(tmp_path / "train.jsonl").exists()
+    opened = []
+    monkeypatch.setattr(scaledown.train, "open_records",
+                        lambda *a, **k: opened.append(open_records(*a, **k)) or opened[-1])
+    args = inputs + ["--engine.backend=torch", "--model.compressor_layers=1", "--model.dtype=float32",
+                     "--train.global_batch_size=4", "--train.micro_batch_size=2", "--train.max_steps=2",
+                     "--data.eval_path=", "--train.resume=none"]
+    assert scaledown.train.train(load_config(None, args + [f"--train.output_dir={tmp_path / 'a'}"]))["steps"] == 2
+    cache = cache_path(tmp_path / "train.jsonl")
+    stamp = cache.stat().st_mtime_ns
+    assert scaledown.train.train(load_config(None, args + [f"--train.output_dir={tmp_path / 'b'}"]))["steps"] == 2
+    assert cache.stat().st_mtime_ns == stamp, "the second run must not convert again"
+    assert len(opened) == 2 and all(isinstance(r, MappedRecords) for r in opened)
 
 
 def mpirun_available() -> str | None:

@@ -42,10 +42,12 @@ def barrier():
         torch.distributed.barrier()
 
 
-def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, teacher, args) -> list[dict]:
-    """One line per query: a training record, or {"id", "failed": reason}."""
+def process_chunk(queries: list[Query], encoder, index: SparseIndex, reranker, teacher, args,
+                  searcher=None) -> list[dict]:
+    """One line per query: a training record, or {"id", "failed": reason}. `searcher` (default: the exact index)
+    finds the rows."""
     vectors = to_csr(encoder.encode_query([q.text for q in queries], batch_size=64), index.vocab_size)
-    hits = index.search(vectors, args.retrieve_k if reranker else args.k)
+    hits = (searcher or index).search(vectors, args.retrieve_k if reranker else args.k)
     lines, found = {}, []
     for q, rows in zip(queries, hits):
         if rows:
@@ -162,7 +164,8 @@ def build_fingerprint(args, index: dict) -> dict:
     return {"index": index, "cross_encoder": args.cross_encoder, "retrieve_k": args.retrieve_k, "k": args.k,
             "teacher": args.teacher, "teacher_backend": args.teacher_backend, "max_new_tokens": args.max_new_tokens,
             "system_prompt": args.system_prompt, "user_template": args.user_template,
-            "chunk_size": args.chunk_size, "synthetic": None if args.queries else [args.synthetic_queries, args.seed]}
+            "chunk_size": args.chunk_size, "search": args.search,
+            "synthetic": None if args.queries else [args.synthetic_queries, args.seed]}
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -210,8 +213,6 @@ def corpus_blocks(args, problems: Problems, rank: int, world: int, tokenizer):
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, counts)
         counts = {j: n for part in gathered for j, n in part.items()}
-    else:
-        counts = {j: corpus.count_lines(path, span) for j, span in enumerate(spans)}
     first_lines = [1]
     for j in range(len(spans) - 1):
         first_lines.append(first_lines[-1] + counts[j])
@@ -276,6 +277,14 @@ def build(args) -> dict | None:
         barrier()
     problems.counts["bad_line"] = json.loads((index_dir / "COMPLETE").read_text())["bad_corpus_lines"]
     index = SparseIndex(index_dir)
+    searcher = None
+    if args.search == "seismic":  # approximate; rank 0 builds it once from the blocks, every rank loads it
+        from scaledown.data.approximate import SeismicSearch
+
+        if rank == 0:
+            SeismicSearch(index, index_dir / "seismic.index")
+        barrier()
+        searcher = SeismicSearch(index, index_dir / "seismic.index", build=False)
     if args.queries:
         queries = read_queries(args.queries, problems, args.queries_format, args.split)
     else:
@@ -311,7 +320,7 @@ def build(args) -> dict | None:
                 skipped += 1
                 continue
             redone += 1  # the queries file changed under this chunk (same position, other ids or texts)
-        lines = process_chunk(chunks[j], encoder, index, reranker, teacher, args)
+        lines = process_chunk(chunks[j], encoder, index, reranker, teacher, args, searcher)
         write_jsonl(lines, path)
         atomic_write(made_from, wanted)  # after the chunk: a kill in between only redoes it
         done += 1
@@ -360,6 +369,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="", help="for passage chunking (default: the teacher's)")
     p.add_argument("--passage-tokens", type=int, default=128)
     p.add_argument("--max-corpus-size", type=int, default=0, help="index only the first N documents (0: all)")
+    p.add_argument("--search", default="exact", choices=["exact", "seismic"],
+                   help="exact (the reference) or seismic: approximate, pip install pyseismic-lsr "
+                        "(recall against exact: benchmarks/scale.py --stage approx)")
     p.add_argument("--retrieve-k", type=int, default=50, help="retrieved per query before reranking (the paper: 50)")
     p.add_argument("--k", type=int, default=None,
                    help="documents kept per query (default: 5 for training sets, 10 for --split dev/validation/test)")

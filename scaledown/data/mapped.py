@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pyarrow as pa
 
-from scaledown.data.schema import DataError, Record, atomic_write, iter_rows, validate_record
+from scaledown.data.schema import DataError, Record, iter_rows, validate_record
 
 SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("documents", pa.list_(pa.string())),
                     ("answer", pa.string()), ("reranking_scores", pa.list_(pa.float64())),
@@ -46,7 +47,7 @@ def convert(source: str | Path, target: str | Path, require_answer: bool = True)
     """Validate every record of `source` once and write them to `target` (Arrow IPC file); returns the count.
     Holds one batch and the set of ids, never the records."""
     source, target = Path(source), Path(target)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    tmp = target.with_name(f"{target.name}.tmp-{socket.gethostname()}-{os.getpid()}")  # unique across nodes
     first_seen: dict[str, str] = {}
     count, missing, first_missing = 0, 0, None
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
@@ -73,10 +74,13 @@ def convert(source: str | Path, target: str | Path, require_answer: bool = True)
         if not count:
             raise DataError(f"{source}: no records")
         summary = {"rows": count, "batch_rows": BATCH, "missing_scores": missing, "first_missing": first_missing}
-        atomic_write(summary_path(target), json.dumps(summary))
+        tmp_summary = tmp.with_name(tmp.name + ".json")
+        tmp_summary.write_text(json.dumps(summary))
+        tmp_summary.replace(summary_path(target))
         tmp.replace(target)  # last: the Arrow file's presence marks the conversion complete
     finally:
         tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".json").unlink(missing_ok=True)
     return count
 
 
@@ -115,15 +119,31 @@ class MappedRecords:
         return self.summary["missing_scores"], self.summary["first_missing"]
 
 
-def open_records(source: str | Path, barrier=lambda: None, local_rank: int = 0,
+def open_records(source: str | Path, barrier=lambda: None, rank: int = 0, local_rank: int = 0,
                  require_answer: bool = True) -> MappedRecords:
-    """The memory-mapped training set of `source`, converting it first when its cache is missing or stale.
-    `barrier` synchronises the ranks: local rank 0 converts, every rank opens after it."""
+    """The training set of `source`, converting it first when its cache is missing or stale. Rank 0 converts
+    while the others wait; on a node-local file system (no cache visible after that), each node's local rank 0
+    converts its own. A bad record fails every rank with the same file:line:field error, none is left waiting."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
     target = cache_path(source, require_answer)
-    if local_rank == 0 and not target.exists():
-        convert(source, target, require_answer)
+    error = target.with_name(target.name + ".error")
+    if rank == 0 and not target.exists():
+        _convert_or_record(source, target, error, require_answer)
     barrier()
+    if local_rank == 0 and not target.exists() and not error.exists():
+        _convert_or_record(source, target, error, require_answer)
+    barrier()
+    if error.exists():
+        raise DataError(error.read_text())
     return MappedRecords(target)
+
+
+def _convert_or_record(source: Path, target: Path, error: Path, require_answer: bool) -> None:
+    """Convert; a DataError is written where the other ranks read it (after the barrier), not raised here."""
+    try:
+        convert(source, target, require_answer)
+        error.unlink(missing_ok=True)
+    except DataError as err:
+        error.write_text(str(err))

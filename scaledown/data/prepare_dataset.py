@@ -123,7 +123,10 @@ def write_output(dataset: Path, output: Path) -> None:
 def main(argv: list[str] | None = None) -> Path:
     from scaledown.data import build
 
+    from scaledown.distributed import discover
+
     args = parser().parse_args(argv)
+    discover()  # RANK before anything reads it: under srun / mpirun only rank 0 downloads and writes
     output = Path(args.output_file)
     work = output.with_name(output.name + ".build")
     if args.download_ms_marco and int(os.environ.get("RANK", 0)) == 0:

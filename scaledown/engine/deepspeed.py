@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from scaledown.config import ConfigError
+from scaledown.distributed import discover
 from scaledown.engine.base import BatchPlan, Engine
 
 
@@ -75,6 +76,7 @@ class ZeroEngine(Engine):
         import deepspeed
 
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").absolute()))
+        discover(mpi=False)  # srun without torchrun; under mpirun, DeepSpeed's own MPI discovery (mpi4py) runs
         deepspeed.init_distributed()
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)
@@ -132,12 +134,9 @@ class ZeroEngine(Engine):
         import deepspeed
 
         if self.zero_stage == 3:
-            # ZeRO-3 holds a shard of every parameter per rank: gather what the export writes (the trainable
-            # parameters and the embedding matrices holding the added rows), not the frozen generator.
-            wanted = [p for p in self.model.parameters() if p.requires_grad]
-            wanted += [m.weight for m in (self.model.generator.get_input_embeddings(),
-                                          self.model.generator.get_output_embeddings()) if m is not None]
-            with deepspeed.zero.GatheredParameters(wanted, modifier_rank=None):
+            # ZeRO-3 holds a shard of every parameter per rank: gather what the export writes (the model says
+            # which: trainable weights, added embedding rows), not the frozen generator.
+            with deepspeed.zero.GatheredParameters(self.model.export_parameters(), modifier_rank=None):
                 if self.is_main:
                     self.model.save_pretrained(folder)
         elif self.is_main:

@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from scaledown.config import ConfigError
+from scaledown.distributed import discover
 from scaledown.engine.base import BatchPlan, Engine
 
 # The arguments of neuronx_distributed.trainer.neuronx_distributed_config that a config file may set.
@@ -102,6 +103,7 @@ class NeuronEngine(Engine):
         self.xm = _require_sdk()
         import torch_xla.distributed.xla_backend  # noqa: F401  registers the "xla" process-group backend
 
+        discover()  # srun (LAUNCHER=srun) or mpirun without torchrun
         torch.distributed.init_process_group("xla")
 
     @property

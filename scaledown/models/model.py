@@ -26,9 +26,13 @@ from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_t
 
 
 def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
-    """Make room for the added tokens; never shrink (many checkpoints pad the vocabulary past the tokenizer)."""
+    """Make room for the added tokens; never shrink (many checkpoints pad the vocabulary past the tokenizer).
+    The new rows are drawn from a fixed seed: the generator's stay frozen and are left out of checkpoints, so a
+    resume must rebuild them identically whatever the caller's random state."""
     if vocab_size > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
 
 
 class ScaleDownModel(nn.Module):
@@ -159,6 +163,13 @@ class ScaleDownModel(nn.Module):
         return self.generate([query], [documents], **kwargs)[0]
 
     # ---- persistence --------------------------------------------------------------------------------------
+    def export_parameters(self) -> list[nn.Parameter]:
+        """Every parameter `save_pretrained` reads: the trainable ones and the embedding matrices holding the added
+        rows (what a ZeRO-3 engine must gather before an export)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return params + [m.weight for m in (self.generator.get_input_embeddings(),
+                                            self.generator.get_output_embeddings()) if m is not None]
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """What training changes besides the compressor and LoRA: added embedding rows, the rerank head."""
         lm = self.generator.get_base_model()
