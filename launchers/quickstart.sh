@@ -31,3 +31,4 @@ echo "TensorBoard logs: $RUN/train/tensorboard   (tensorboard --logdir $RUN/trai
 echo "Exported model:   $RUN/train/export        (ScaleDownModel.from_pretrained)"
 echo "Dataset:          $RUN/data/dataset.jsonl   (statistics: $RUN/data/stats.json)"
 echo "Evaluation:       $RUN/eval.json"
+echo "Report:           $RUN/train/report.md     (before/after table, loss.png, speed)"

@@ -43,7 +43,12 @@ def count(cfg) -> Counts:
     from scaledown.models.compressor import decoder_backbone
 
     m = cfg.model
-    config = AutoConfig.from_pretrained(m.generator, trust_remote_code=m.trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(m.generator, trust_remote_code=m.trust_remote_code)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0]
+        raise SystemExit(f"model.generator={m.generator}: cannot read its config.json ({first}); the estimate needs "
+                         "the model's config (a local folder, or a hub id with the hub reachable)") from None
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(config, trust_remote_code=m.trust_remote_code)
     targets = None if m.lora_target_modules == "all-linear" else [t.strip() for t in m.lora_target_modules.split(",")]

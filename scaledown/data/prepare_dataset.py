@@ -74,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher_model", default=DEFAULT_TEACHER, help="teacher LLM (--teacher), or 'gold'")
     p.add_argument("--teacher_8bit", action="store_true", help="8-bit teacher (bitsandbytes; CUDA only)")
     p.add_argument("--tokenizer", default="", help="passage-chunking tokenizer (default: the teacher's)")
-    p.add_argument("--output_file", default="train_data.json")
+    p.add_argument("--output_file", default="train_data.json",
+                   help=".json: the original JSON list; .jsonl: one record per line; else a datasets folder")
     return p
 
 
