@@ -83,6 +83,9 @@ def test_training_loop_with_tensor_parallel_2_matches_one_dense_process(tmp_path
     exported = ScaleDownModel.from_pretrained(tmp_path / "tp" / "export")
     reference = ScaleDownModel.from_pretrained(tmp_path / "dense" / "export")
     for (name, a), b in zip(exported.state_dict().items(), reference.state_dict().values()):
-        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-5), name
+        # atol of two Adam steps (lr 3e-3): LoRA B starts at zero, so A's first gradient is exactly zero in the dense
+        # run but rounding noise under TP, which Adam's m/sqrt(v) turns into a full lr step (measured: one element
+        # off by 3.3e-3, all others by < 5e-4); a wrong split is off by O(0.1). The losses above agree to 1e-4.
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=7e-3), name
     # With LoRA dropout on, the optimizer stand-in asserts after every update that unsplit weights agree.
     _run([*torchrun, *common, *neuron, f"--train.output_dir={tmp_path / 'dropout'}"], tmp_path / "dropout")
