@@ -66,6 +66,16 @@ def expand_aliases(argv: list[str]) -> list[str]:
     return out
 
 
+def parse_train_args(argv: list[str]):
+    """The training command line -> Config; `--help` and `--print_config` exit here, before torch is imported."""
+    from scaledown.config import config_parser, parse_config
+
+    parser = config_parser("scaledown train", "Train an OSCAR compressor + LoRA generator. Every config field "
+                           "is a flag: --config FILE, then --section.field=value overrides.")
+    parser.epilog = ALIAS_HELP
+    return parse_config(expand_aliases(argv), parser)
+
+
 COMMANDS = {
     "build": ("scaledown.data.build", "the dataset: SPLADE retrieval, reranking, teacher answers (torchrun)"),
     "prepare_dataset": ("scaledown.data.prepare_dataset", "the original code's dataset command, on the build"),
@@ -85,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: scaledown COMMAND [ARGS]   (scaledown COMMAND --help for its arguments)\n\ncommands:\n"
               + "\n".join(lines))
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    if argv[0] == "train":  # parsed first: `scaledown train --help` answers without loading torch
+        cfg = parse_train_args(argv[1:])
+        from scaledown.train import train
+
+        train(cfg)
+        return
     module = importlib.import_module(COMMANDS[argv[0]][0])
     module.main(argv[1:])  # not returned: a console script exits with what main returns
 

@@ -350,13 +350,9 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from scaledown.cli import ALIAS_HELP, expand_aliases
-    from scaledown.config import config_parser, parse_config
+    from scaledown.cli import parse_train_args
 
-    parser = config_parser("scaledown train", "Train an OSCAR compressor + LoRA generator. Every config field "
-                           "is a flag: --config FILE, then --section.field=value overrides.")
-    parser.epilog = ALIAS_HELP
-    return train(parse_config(expand_aliases(sys.argv[1:] if argv is None else argv), parser))
+    return train(parse_train_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
