@@ -104,7 +104,7 @@ class OldShardIndex:
         return results
 
 
-def search_rank(kind: str, folder: str, queries: sp.csr_matrix, rank: int, world: int, k: int, batch: int,
+def search_rank(kind: str, folder: str, queries: sp.csr_matrix, k: int, batch: int, rank: int, world: int,
                 barrier, results) -> None:
     """One rank of the search stage: load, search its half of the queries (and, for the block index with 2
     ranks, every query against its half of the blocks), then measure memory while every rank still holds it."""
@@ -145,19 +145,23 @@ def peak_rss_gib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def run_ranks(kind: str, folder: Path, queries: sp.csr_matrix, world: int, k: int, batch: int) -> list[dict]:
+def spawn_ranks(target, args: tuple, world: int, what: str) -> list[dict]:
+    """Run `target(*args, rank, world, barrier, results)` in `world` spawned processes; their results by rank."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(world), ctx.Queue()
-    procs = [ctx.Process(target=search_rank, args=(kind, str(folder), queries, r, world, k, batch, barrier, results))
-             for r in range(world)]
+    procs = [ctx.Process(target=target, args=(*args, r, world, barrier, results)) for r in range(world)]
     for p in procs:
         p.start()
     out = sorted((results.get() for _ in procs), key=lambda r: r["rank"])
     for p in procs:
         p.join()
         if p.exitcode:
-            raise RuntimeError(f"{kind} rank failed with exit code {p.exitcode}")
+            raise RuntimeError(f"{what} rank failed with exit code {p.exitcode}")
     return out
+
+
+def run_ranks(kind: str, folder: Path, queries: sp.csr_matrix, world: int, k: int, batch: int) -> list[dict]:
+    return spawn_ranks(search_rank, (kind, str(folder), queries, k, batch), world, kind)
 
 
 def merge_partials(partials: list[list[list[tuple[int, float]]]], k: int) -> list[list[tuple[int, float]]]:
@@ -269,17 +273,7 @@ def load_rank(kind: str, path: str, rank: int, world: int, barrier, results) -> 
 
 
 def run_loaders(kind: str, path: Path, world: int) -> list[dict]:
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(world), ctx.Queue()
-    procs = [ctx.Process(target=load_rank, args=(kind, str(path), r, world, barrier, results)) for r in range(world)]
-    for p in procs:
-        p.start()
-    out = sorted((results.get() for _ in procs), key=lambda r: r["rank"])
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"{kind} loader failed with exit code {p.exitcode}")
-    return out
+    return spawn_ranks(load_rank, (kind, str(path)), world, f"{kind} loader")
 
 
 def stage_data(args) -> list[dict]:

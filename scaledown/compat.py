@@ -35,7 +35,7 @@ import torch
 
 from scaledown.config import Config, ConfigError
 from scaledown.data.prepare_dataset import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
-from scaledown.data.schema import DataError, Record, load_records, validate_record
+from scaledown.data.schema import Record, load_records, validated
 from scaledown.models import model as _model
 
 
@@ -169,15 +169,8 @@ class ScaleDownDataset(torch.utils.data.Dataset):
         if isinstance(data, (str, Path)):
             self.records = load_records(data, require_answer)
         else:
-            self.records, seen = [], set()
-            for i, row in enumerate(data):
-                rec = validate_record(row, f"records[{i}]", require_answer, default_id=str(i))
-                if rec.id in seen:
-                    raise DataError(f"records[{i}]: field 'id': {rec.id!r} repeats an earlier record")
-                seen.add(rec.id)
-                self.records.append(rec)
-            if not self.records:
-                raise DataError("ScaleDownDataset: no records")
+            rows = ((f"records[{i}]", i, row) for i, row in enumerate(data))
+            self.records = list(validated(rows, "ScaleDownDataset", require_answer))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from scaledown.data.schema import DataError, Record, iter_rows, validate_record
+from scaledown.data.schema import DataError, Record, iter_rows, validated
 
 SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("documents", pa.list_(pa.string())),
                     ("answer", pa.string()), ("reranking_scores", pa.list_(pa.float64())),
@@ -48,16 +48,11 @@ def convert(source: str | Path, target: str | Path, require_answer: bool = True)
     Holds one batch and the set of ids, never the records."""
     source, target = Path(source), Path(target)
     tmp = target.with_name(f"{target.name}.tmp-{socket.gethostname()}-{os.getpid()}")  # unique across nodes
-    first_seen: dict[str, str] = {}
     count, missing, first_missing = 0, 0, None
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
-            for where, position, obj in iter_rows(source):
-                rec = validate_record(obj, where, require_answer, default_id=str(position))
-                if rec.id in first_seen:
-                    raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}")
-                first_seen[rec.id] = where
+            for rec in validated(iter_rows(source), str(source), require_answer):
                 if rec.reranking_scores is None:
                     missing, first_missing = missing + 1, first_missing or rec.id
                 for name, value in (("id", rec.id), ("query", rec.query), ("documents", rec.documents),
@@ -71,8 +66,6 @@ def convert(source: str | Path, target: str | Path, require_answer: bool = True)
                     columns = {name: [] for name in SCHEMA.names}
             if columns["id"]:
                 writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
-        if not count:
-            raise DataError(f"{source}: no records")
         summary = {"rows": count, "batch_rows": BATCH, "missing_scores": missing, "first_missing": first_missing}
         tmp_summary = tmp.with_name(tmp.name + ".json")
         tmp_summary.write_text(json.dumps(summary))

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 class DataError(ValueError):
@@ -262,21 +262,26 @@ def iter_rows(path: str | Path, bad=None, split: str | None = None) -> Iterator[
         raise DataError(f"{path}: not a format for rows (it looks like {kind}); expected {ROW_FORMATS}")
 
 
+def validated(rows: Iterable[tuple[str, Any, Any]], source: str, require_answer: bool = True) -> Iterator[Record]:
+    """Records of (where, position, row) triples (`iter_rows`), validated one by one; a repeated id names both
+    places, and no record at all is an error. Holds the ids seen, never the records."""
+    first_seen: dict[str, str] = {}
+    for where, position, obj in rows:
+        rec = validate_record(obj, where, require_answer, default_id=str(position))
+        if rec.id in first_seen:
+            raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}")
+        first_seen[rec.id] = where
+        yield rec
+    if not first_seen:
+        raise DataError(f"{source}: no records")
+
+
 def load_records(path: str | Path, require_answer: bool = True) -> list[Record]:
     """All records of a JSONL file, a JSON list or a `datasets` folder, validated."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    records, first_seen = [], {}
-    for where, position, obj in iter_rows(path):
-        rec = validate_record(obj, where, require_answer, default_id=str(position))
-        if rec.id in first_seen:
-            raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}")
-        first_seen[rec.id] = where
-        records.append(rec)
-    if not records:
-        raise DataError(f"{path}: no records")
-    return records
+    return list(validated(iter_rows(path), str(path), require_answer))
 
 
 def atomic_write(path: str | Path, text: str) -> None:
