@@ -69,8 +69,14 @@ class ModelConfig:
     (the rerank loss counts only the records that have scores)."""
     dtype: str = "bfloat16"
     """Weights and compute dtype: bfloat16, float16 or float32."""
+    trainable_dtype: str = ""
+    """Dtype of the trained weights (compressor, LoRA, rerank head); empty: `dtype`. With the torch engine,
+    `dtype: bfloat16`, `trainable_dtype: float32` and `engine.autocast: bfloat16` is mixed precision: the frozen
+    generator stored in bf16 (no cast per step), trained weights and their AdamW state in fp32, matrix products
+    in bf16. DeepSpeed keeps its own fp32 master copy (its JSON's bf16 block): leave it empty there."""
     attn_implementation: str = "sdpa"
-    """Hugging Face attention kernel: sdpa, eager or flash_attention_2."""
+    """Hugging Face attention kernel: sdpa, eager, flash_attention_2, or sdpa_fp32 (SDPA computed in fp32 in a bf16
+    model: faster on CPUs, whose bf16 attention backward is slow)."""
     trust_remote_code: bool = False
     """Off by default: loading a model must not run code from its folder unless asked."""
     system_prompt: str = prompts.SYSTEM_PROMPT
@@ -99,8 +105,10 @@ class ModelConfig:
             raise ConfigError(f"model.lora_dropout={self.lora_dropout}: must be in [0, 1)")
         if self.rerank_missing not in ("error", "ignore"):
             raise ConfigError(f"model.rerank_missing={self.rerank_missing!r}: expected error or ignore")
-        if self.dtype not in ("bfloat16", "float16", "float32"):
-            raise ConfigError(f"model.dtype={self.dtype!r}: expected bfloat16, float16 or float32")
+        for name in ("dtype", "trainable_dtype"):
+            value = getattr(self, name)
+            if value not in ("bfloat16", "float16", "float32") and (name == "dtype" or value):
+                raise ConfigError(f"model.{name}={value!r}: expected bfloat16, float16 or float32")
         for name, fields in (("user_template", ("docs", "question")), ("compressor_template", ("query", "document"))):
             try:
                 prompts.split_template(getattr(self, name), *fields)
@@ -265,6 +273,10 @@ class Config:
         if self.train.global_batch_size % self.train.micro_batch_size:
             raise ConfigError(f"train.global_batch_size={self.train.global_batch_size} is not a multiple of "
                               f"train.micro_batch_size={self.train.micro_batch_size}")
+        if self.model.trainable_dtype and self.engine.backend == "deepspeed":
+            raise ConfigError(f"model.trainable_dtype={self.model.trainable_dtype}: DeepSpeed keeps its own fp32 "
+                              "master weights (bf16.enabled in its JSON); leave it empty with engine.backend="
+                              "deepspeed")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

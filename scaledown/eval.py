@@ -322,16 +322,29 @@ def parser():
 
 
 def main(argv=None):
-    import json
-    from pathlib import Path
-
     from transformers.utils import logging as hf_logging
-
-    from scaledown.data.schema import load_records
 
     args = parser().parse_args(argv)
     hf_logging.set_verbosity_error()
     rank, world, device = setup_device(args.device)
+    try:
+        table = evaluate_export(args, rank, world, device)
+        if world > 1:
+            torch.distributed.barrier()  # ranks leave together: rank 0 may still be writing when the others end
+        return table
+    finally:
+        # A rank that exits with its gloo process group alive can abort at interpreter exit ("terminate called
+        # without an active exception", SIGABRT) while its threads are destroyed: close it first.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def evaluate_export(args, rank: int, world: int, device: torch.device) -> dict | None:
+    import json
+    from pathlib import Path
+
+    from scaledown.data.schema import load_records
+
     records = load_records(args.data, require_answer=False)
     records = records[: args.max_examples] if args.max_examples else records
     for rec in records:

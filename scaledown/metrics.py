@@ -49,10 +49,11 @@ class FlopModel:
     comp_trained: int   # compressor matrix entries (all trained)
     comp_layers: int
     comp_width: int
-    gen_frozen: int     # generator matrix entries, frozen (base weights and LM head)
+    gen_frozen: int     # generator matrix entries, frozen (base weights, LM head excluded)
     gen_lora: int       # LoRA matrix entries (trained)
     gen_layers: int
     gen_width: int
+    gen_head: int = 0   # LM head entries: run only over the answer window (ScaleDownModel.forward)
 
     @classmethod
     def of(cls, model, tensor_parallel: int = 1) -> FlopModel:
@@ -63,33 +64,58 @@ class FlopModel:
         ccfg = comp.backbone.config
         # Only the n-layers compressor is split; an encoder compressor is replicated on every device.
         comp_split = tensor_parallel if isinstance(comp, NLayersCompressor) else 1
+        head = gen.get_output_embeddings()
+        head = getattr(head.weight, "ds_numel", head.weight.numel()) if _is_linear(head) else 0
         return cls(comp_trained=linear_params(comp), comp_layers=ccfg.num_hidden_layers,
-                   comp_width=ccfg.hidden_size // comp_split, gen_frozen=linear_params(gen, trainable=False),
+                   comp_width=ccfg.hidden_size // comp_split, gen_frozen=linear_params(gen, trainable=False) - head,
                    gen_lora=linear_params(gen, trainable=True), gen_layers=gcfg.num_hidden_layers,
-                   gen_width=gcfg.hidden_size // tensor_parallel)
+                   gen_width=gcfg.hidden_size // tensor_parallel, gen_head=head)
 
-    def train_flops(self, comp_tokens: int, comp_context: float, gen_tokens: int, gen_context: float) -> float:
-        """FLOPs of one training step over `*_tokens` tokens with mean attention context `*_context`."""
+    def train_flops(self, comp_tokens: int, comp_context: float, gen_tokens: int, gen_context: float,
+                    head_tokens: int | None = None) -> float:
+        """FLOPs of one training step over `*_tokens` tokens with mean attention context `*_context`; the LM
+        head runs over `head_tokens` positions (default: every generator token)."""
+        head_tokens = gen_tokens if head_tokens is None else head_tokens
         comp = comp_tokens * (6 * self.comp_trained + 12 * self.comp_layers * self.comp_width * comp_context)
         gen = gen_tokens * (4 * self.gen_frozen + 6 * self.gen_lora
                             + 12 * self.gen_layers * self.gen_width * gen_context)
-        return float(comp + gen)
+        return float(comp + gen + 4 * self.gen_head * head_tokens)
 
 
-def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, float]:
-    """(compressor tokens, mean causal context, generator tokens, mean causal context) of a collated batch.
-
-    With causal attention a token at position i attends to i+1 tokens: the mean context is (n+1)/2."""
+def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, float, int]:
+    """(compressor tokens, mean causal context, generator tokens, mean causal context, LM-head positions) of a
+    collated batch. With causal attention a token at position i attends to i+1 tokens: the mean context is
+    (n+1)/2. The LM head runs from the first labelled position on (every row), as ScaleDownModel.forward does."""
     out = []
     for key in ("comp_attention_mask", "gen_attention_mask"):
         lengths = batch[key].sum(-1).double()
         tokens = lengths.sum()
         out += [int(tokens), float(((lengths * (lengths + 1) / 2).sum() / tokens.clamp(min=1)))]
-    return tuple(out)
+    labels = batch.get("labels")
+    head = out[2]
+    if labels is not None:
+        first = int(labels.ne(-100).any(0).int().argmax())
+        head = labels.shape[0] * min(labels.shape[1] - first + 1, labels.shape[1])
+    return (*out, head)
+
+
+def cpu_peak_tflops(size: int = 2048, repeats: int = 4) -> float:
+    """This CPU's bf16 matrix-product rate, measured now (a few products of size^3; AMX CPUs reach several
+    TFLOP/s): the peak that CPU MFU is reported against. Measured under whatever else runs on the machine."""
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
 
 
 def device_peak_tflops(device: torch.device, override: float = 0.0) -> float:
-    """Peak dense bf16 TFLOP/s of one device (0 when unknown: MFU is then not reported)."""
+    """Peak dense bf16 TFLOP/s of one device: known GPUs' datasheet, a Trainium NeuronCore's, a CPU's measured
+    by a bf16 matrix-product probe (0 when unknown: MFU is then not reported)."""
     if override:
         return override
     if device.type == "cuda":
@@ -99,6 +125,8 @@ def device_peak_tflops(device: torch.device, override: float = 0.0) -> float:
                 return peak
     if device.type == "xla":
         return TRN1_NEURONCORE_TFLOPS
+    if device.type == "cpu":
+        return cpu_peak_tflops()
     return 0.0
 
 
@@ -117,10 +145,10 @@ class Meter:
         self.steps = 0
 
     def add_batch(self, batch: dict[str, torch.Tensor], data_wait: float) -> None:
-        ct, cc, gt, gc = batch_flop_inputs(batch)  # CPU tensors from the collator: no device sync
+        ct, cc, gt, gc, head = batch_flop_inputs(batch)  # CPU tensors from the collator: no device sync
         self.tokens += ct + gt
         self.samples += batch["gen_input_ids"].shape[0]
-        self.flops += self.flops_model.train_flops(ct, cc, gt, gc)
+        self.flops += self.flops_model.train_flops(ct, cc, gt, gc, head)
         self.data_wait += data_wait
 
     def summary(self) -> dict[str, float]:

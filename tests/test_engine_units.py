@@ -116,8 +116,19 @@ def test_flops_count_frozen_weights_as_forward_plus_input_grad():
 def test_batch_flop_inputs_use_the_causal_mean_context():
     batch = {"comp_attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
              "gen_attention_mask": torch.tensor([[1, 1, 1, 1]])}
-    # Rows of 2 and 3 tokens: contexts 1+2 and 1+2+3 over 5 tokens.
-    assert batch_flop_inputs(batch) == (5, 9 / 5, 4, 10 / 4)
+    # Rows of 2 and 3 tokens: contexts 1+2 and 1+2+3 over 5 tokens; no labels: the LM head runs everywhere.
+    assert batch_flop_inputs(batch) == (5, 9 / 5, 4, 10 / 4, 4)
+    # Labels from column 2 on (in either row): the head runs over columns 1..3, 3 positions per row.
+    batch["gen_attention_mask"] = torch.ones(2, 4, dtype=torch.long)
+    batch["labels"] = torch.tensor([[-100, -100, -100, 7], [-100, -100, 5, 6]])
+    assert batch_flop_inputs(batch)[4] == 2 * 3
+
+
+def test_flops_count_the_lm_head_over_its_window_only():
+    fm = FlopModel(comp_trained=0, comp_layers=1, comp_width=1, gen_frozen=40, gen_lora=0, gen_layers=1,
+                   gen_width=1, gen_head=100)
+    assert fm.train_flops(0, 0.0, 10, 0.0, head_tokens=3) == 10 * 4 * 40 + 3 * 4 * 100
+    assert fm.train_flops(0, 0.0, 10, 0.0) == 10 * 4 * 40 + 10 * 4 * 100
 
 
 @pytest.mark.parametrize("pred, gold, em, sub, f1", [

@@ -1,32 +1,75 @@
-"""A small generated RAG dataset: fictional facts, one gold passage and distractors per question.
+"""A small generated RAG dataset: facts about fictional people and places, one gold passage and distractors per
+question. For the default run, the learning benchmark and the tests, on machines without a corpus or a teacher.
 
-For the default run and the tests on machines without a corpus or a teacher model. Every answer is in exactly
-one of the query's documents, so a model can only answer well by reading its compressed documents.
+Two subsets, reported apart:
+- `word`: answers are ordinary words the model already knows (cities, colours, professions, years, ...), drawn
+  at random per fact, so a model without the documents sits near chance: it measures reading.
+- `nonce`: answers are made-up names the model has never seen, so it must also spell them from the compressed
+  document: harder.
+A question's distractors state the same relation about other entities with other values, so the answer is in
+exactly one of its documents and a model must match the question's entity to the right passage.
 
-    python -m scaledown.data.synthetic --out runs/data --train 512 --eval 64
+    python -m scaledown.data.synthetic --out runs/data --train 512 --eval 64 --nonce-share 0.25
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaledown.data.schema import write_jsonl
 
 _SYLLABLES = ["ka", "lo", "mi", "ren", "dor", "vel", "sa", "tu", "ni", "bra", "quo", "zel", "fa", "rin", "os", "ta"]
-_RELATIONS = [
-    ("country", "capital", "What is the capital of {e}?", "The capital of {e} is {v}. It lies on a wide river."),
-    ("book", "author", "Who wrote {e}?", "{e} is a novel written by {v} in the old style."),
-    ("river", "source", "Where does the {e} river start?", "The {e} river starts in {v} and flows to the sea."),
-    ("painter", "teacher", "Who taught the painter {e}?", "The painter {e} was taught by {v} as a child."),
+
+
+@dataclass(frozen=True)
+class Relation:
+    name: str
+    question: str
+    passage: str
+    values: tuple[str, ...] = ()
+    """The answers drawn from; empty: a made-up name (the nonce subset)."""
+
+
+_NONCE = [
+    Relation("capital", "What is the capital of {e}?", "The capital of {e} is {v}. It lies on a wide river."),
+    Relation("author", "Who wrote {e}?", "{e} is a novel written by {v} in the old style."),
+    Relation("source", "Where does the {e} river start?", "The {e} river starts in {v} and flows to the sea."),
+    Relation("teacher", "Who taught the painter {e}?", "The painter {e} was taught by {v} as a child."),
 ]
+_WORD = [
+    Relation("city", "In which city was {e} born?", "{e} was born in the city of {v} and grew up there.",
+             ("Paris", "London", "Madrid", "Rome", "Berlin", "Vienna", "Cairo", "Tokyo", "Moscow", "Dublin",
+              "Lisbon", "Athens", "Prague", "Warsaw", "Chicago", "Boston", "Sydney", "Toronto", "Istanbul", "Oslo")),
+    Relation("colour", "What is the favourite colour of {e}?", "The favourite colour of {e} is {v}, since childhood.",
+             ("red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "black", "white", "grey")),
+    Relation("job", "What does {e} work as?", "{e} works as a {v} in a small town by the coast.",
+             ("teacher", "doctor", "lawyer", "farmer", "pilot", "nurse", "baker", "engineer", "chef", "dentist",
+              "plumber", "writer", "singer", "judge", "soldier", "librarian")),
+    Relation("year", "In which year did {e} retire?", "{e} retired in {v} after a long career.",
+             tuple(str(y) for y in range(1950, 2021, 3))),
+    Relation("children", "How many children does {e} have?", "{e} has {v} children and a large garden.",
+             ("two", "three", "four", "five", "six", "seven", "eight", "nine")),
+    Relation("language", "Which language does {e} speak at home?", "At home {e} speaks {v} with the family.",
+             ("French", "Spanish", "German", "Italian", "Russian", "Arabic", "Hindi", "Japanese", "Chinese",
+              "Portuguese", "Dutch", "Greek", "Swedish", "Polish", "Turkish")),
+    Relation("instrument", "Which instrument does {e} play?", "{e} plays the {v} in a local band.",
+             ("piano", "guitar", "violin", "drums", "flute", "cello", "trumpet", "harp", "saxophone", "clarinet")),
+    Relation("sport", "Which sport does {e} play?", "{e} plays {v} every weekend with old friends.",
+             ("tennis", "football", "golf", "hockey", "baseball", "cricket", "rugby", "basketball", "volleyball")),
+    Relation("pet", "What pet does {e} have?", "{e} has a pet {v} that sleeps by the door.",
+             ("dog", "cat", "parrot", "rabbit", "horse", "turtle", "hamster", "goldfish", "snake", "pig")),
+]
+SUBSETS = {"word": _WORD, "nonce": _NONCE}
 
 
 def _name(rng: random.Random, used: set[str]) -> str:
     """A name not used before in this dataset: in a pooled corpus, a repeated name would make two passages
     answer the same question differently (two syllables while they last, then longer ones)."""
-    for attempt in range(200):
+    for attempt in range(400):
         name = "".join(rng.choice(_SYLLABLES) for _ in range(2 + attempt // 20)).capitalize()
         if name not in used:
             used.add(name)
@@ -34,26 +77,48 @@ def _name(rng: random.Random, used: set[str]) -> str:
     raise RuntimeError("ran out of synthetic names")
 
 
-def make_records(n: int, seed: int = 0, num_documents: int = 5, used: set[str] | None = None) -> list[dict]:
-    """`used`: names already taken (share one set between calls whose passages end up in one corpus)."""
+def _value(relation: Relation, rng: random.Random, used: set[str], taken: set[str]) -> str:
+    """A value for `relation` that none of `taken` (the question's other documents) states."""
+    if not relation.values:
+        return _name(rng, used)
+    return rng.choice([v for v in relation.values if v not in taken])
+
+
+def question(rng: random.Random, subset: str, num_documents: int, used: set[str], qid: str) -> dict:
+    """One question: its gold passage and `num_documents - 1` distractors of the same relation about other
+    entities, whose values all differ from the answer (the answer is in exactly one document)."""
+    relation = rng.choice(SUBSETS[subset])
+    facts, values = [], set()
+    for _ in range(num_documents):
+        entity = _name(rng, used)
+        value = _value(relation, rng, used, values)
+        values.add(value)
+        facts.append((entity, value))
+    (entity, value) = facts[0]
+    order = list(range(num_documents))
+    rng.shuffle(order)
+    documents = [{"title": facts[j][0], "text": relation.passage.format(e=facts[j][0], v=facts[j][1])}
+                 for j in order]
+    scores = [round(4.0 + rng.uniform(-1, 1), 3) if j == 0 else round(-4.0 + rng.uniform(-1, 1), 3) for j in order]
+    return {"id": qid, "query": relation.question.format(e=entity), "documents": documents, "answer": value,
+            "gold_answers": [value], "reranking_scores": scores, "subset": subset, "relation": relation.name,
+            "gold_document": order.index(0)}
+
+
+def make_records(n: int, seed: int = 0, num_documents: int = 5, used: set[str] | None = None,
+                 nonce_share: float = 1.0) -> list[dict]:
+    """`n` questions, a share `nonce_share` of them from the nonce subset (the rest `word`). `used`: names already
+    taken (share one set between calls whose passages end up in one corpus)."""
     rng = random.Random(seed)
     used = set() if used is None else used
-    records = []
-    for i in range(n):
-        facts = []
-        for _ in range(num_documents):
-            kind, _, question, passage = rng.choice(_RELATIONS)
-            entity, value = _name(rng, used), _name(rng, used)
-            facts.append((kind, question.format(e=entity), passage.format(e=entity, v=value), value, entity))
-        gold = facts[0]
-        order = list(range(num_documents))
-        rng.shuffle(order)
-        documents = [{"title": facts[j][4], "text": facts[j][2]} for j in order]
-        scores = [round(4.0 + rng.uniform(-1, 1), 3) if j == 0 else round(-4.0 + rng.uniform(-1, 1), 3)
-                  for j in order]
-        records.append({"id": f"syn-{seed}-{i}", "query": gold[1], "documents": documents, "answer": gold[3],
-                        "reranking_scores": scores})
-    return records
+    nonce = round(n * nonce_share)
+    subsets = ["nonce"] * nonce + ["word"] * (n - nonce)
+    rng.shuffle(subsets)
+    return [question(rng, subset, num_documents, used, f"{subset}-{seed}-{i}") for i, subset in enumerate(subsets)]
+
+
+def corpus_id(record: dict, j: int) -> str:
+    return f"{record['id']}-{j}"
 
 
 def main(argv=None):
@@ -63,22 +128,30 @@ def main(argv=None):
     parser.add_argument("--eval", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--documents", type=int, default=5, help="passages per question (one holds the answer)")
+    parser.add_argument("--nonce-share", type=float, default=1.0,
+                        help="share of questions whose answers are made-up names (the rest: ordinary words)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    train = make_records(args.train, args.seed, args.documents, used)
-    evals = make_records(args.eval, args.seed + 1, args.documents, used)
+    train = make_records(args.train, args.seed, args.documents, used, args.nonce_share)
+    evals = make_records(args.eval, args.seed + 1, args.documents, used, args.nonce_share)
     write_jsonl(train, out / "train.jsonl")
     write_jsonl(evals, out / "eval.jsonl")
     # The same facts as a corpus and a query list, for the dataset builder (launchers/build_dataset.py).
-    corpus = [{"id": f"{r['id']}-{j}", "title": d["title"], "text": d["text"]}
+    corpus = [{"id": corpus_id(r, j), "title": d["title"], "text": d["text"]}
               for r in train + evals for j, d in enumerate(r["documents"])]
     write_jsonl(corpus, out / "corpus.jsonl")
-    for name, rows in (("queries.jsonl", train), ("eval_queries.jsonl", evals)):
+    gold = {r["id"]: corpus_id(r, r["gold_document"]) for r in train + evals}
+    (out / "gold_passages.json").write_text(json.dumps(gold))
+    query_files = {"queries.jsonl": train, "eval_queries.jsonl": evals}
+    for subset in SUBSETS:
+        if 0 < args.nonce_share < 1:  # both subsets present: their held-out questions also apart
+            query_files[f"eval_queries-{subset}.jsonl"] = [r for r in evals if r["subset"] == subset]
+    for name, rows in query_files.items():
         write_jsonl([{"id": r["id"], "query": r["query"], "answer": r["answer"]} for r in rows], out / name)
     print(f"wrote {args.train} training and {args.eval} eval records, {len(corpus)} corpus passages and "
-          f"their queries (queries.jsonl, eval_queries.jsonl) to {out}")
+          f"their queries ({', '.join(query_files)}) to {out}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,31 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
+def sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
+    """`attn_implementation: sdpa_fp32`: scaled-dot-product attention computed in fp32 inside a bf16 model.
+    On a CPU the bf16 attention backward is slower than fp32's (no AMX path for it), while the matrix products
+    around it gain from bf16 (benchmarks/cpu_precision.py measures both)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.float()
+    with torch.autocast(query.device.type, enabled=False):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                              **kwargs)
+    return out.to(query.dtype), weights
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register("sdpa_fp32", sdpa_fp32)
+    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_fp32", sdpa_mask)
+
+
+_register_attention()
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:

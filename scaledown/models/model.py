@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from scaledown.config import ModelConfig
-from scaledown.data.collate import PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, memory_tokens
+from scaledown.data.collate import IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, memory_tokens
 from scaledown.data.schema import Record
 from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, position_ids_from_mask
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
@@ -33,6 +33,12 @@ def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, mean over labelled tokens (Hugging Face's causal-LM loss), in fp32."""
+    return nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(),
+                                       ignore_index=IGNORE_INDEX)
 
 
 class ScaleDownModel(nn.Module):
@@ -74,7 +80,16 @@ class ScaleDownModel(nn.Module):
                                                 DTYPES[config.dtype], config.trust_remote_code)
             grow(compressor.backbone, len(compressor_tokenizer))
         generator = add_lora(lm, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
-        return cls(config, tokenizer, compressor_tokenizer, compressor, generator, base_vocab)
+        return cls(config, tokenizer, compressor_tokenizer, compressor, generator, base_vocab).cast_trainable()
+
+    def cast_trainable(self) -> ScaleDownModel:
+        """Trained weights to `config.trainable_dtype` (mixed precision: the frozen generator stays in `dtype`)."""
+        if self.config.trainable_dtype:
+            dtype = DTYPES[self.config.trainable_dtype]
+            for p in self.parameters():
+                if p.requires_grad:
+                    p.data = p.data.to(dtype)
+        return self
 
     def collator(self, num_documents: int | None = None, with_answers: bool = True) -> Collator:
         c = self.config
@@ -114,16 +129,22 @@ class ScaleDownModel(nn.Module):
                 doc_mask, reranking_scores=None, has_scores=None) -> dict[str, torch.Tensor]:
         batch = {"gen_input_ids": gen_input_ids, "comp_input_ids": comp_input_ids,
                  "comp_attention_mask": comp_attention_mask}
+        # Answers are the last tokens of every (left-padded) row: the LM head and the log-softmax run over the
+        # window from the first labelled position on, not over the prompt. One host sync (the window's length),
+        # before any compute is queued.
+        first = int(labels.ne(IGNORE_INDEX).any(0).int().argmax())
+        window = min(labels.shape[1] - first + 1, labels.shape[1])
         embeds, scores = self._generator_inputs(batch)
         out = self.generator(inputs_embeds=embeds, attention_mask=gen_attention_mask,
-                             position_ids=position_ids_from_mask(gen_attention_mask), labels=labels,
-                             use_cache=False)
-        result = {"ce_loss": out.loss, "loss": out.loss}
+                             position_ids=position_ids_from_mask(gen_attention_mask), use_cache=False,
+                             logits_to_keep=window)
+        ce = answer_loss(out.logits, labels[:, labels.shape[1] - window:])
+        result = {"ce_loss": ce, "loss": ce}
         if self.rerank_head is not None and reranking_scores is not None:
             mask = (doc_mask & has_scores[:, None]).float()
             mse = ((scores - reranking_scores.float()) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
             result["rerank_loss"] = mse
-            result["loss"] = out.loss + self.config.rerank_weight * mse
+            result["loss"] = ce + self.config.rerank_weight * mse
         return result
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -240,4 +261,4 @@ class ScaleDownModel(nn.Module):
             model.rerank_head.load_state_dict({k.removeprefix("rerank_head."): v for k, v in extra.items()
                                                if k.startswith("rerank_head.")})
         model.compressor.requires_grad_(trainable)
-        return model
+        return model.cast_trainable() if trainable else model

