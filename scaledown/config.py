@@ -136,10 +136,14 @@ class DataConfig:
     """Documents read per query in evaluation (the paper evaluates with 10)."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
+    continuation_share: float = 0.5
+    """train.objective=pretrain: share of passages trained as text continuation (the rest auto-encoded)."""
 
     def __post_init__(self):
         _at_least("data", self, 1, "num_documents", "eval_num_documents")
         _at_least("data", self, 0, "max_eval_examples", "num_workers")
+        if not 0.0 <= self.continuation_share <= 1.0:
+            raise ConfigError(f"data.continuation_share={self.continuation_share}: must be in [0, 1]")
 
 
 @dataclass
@@ -211,6 +215,16 @@ class TrainConfig:
     """Recompute the generator's and the compressor's layer activations in backward: less memory, more compute."""
     max_eval_new_tokens: int = 128
     """New tokens per answer in evaluation (the paper: 128)."""
+    curve_answers: bool = False
+    """The learning curve (every `eval_every` steps) also generates answers: accuracy, EM and F1 besides CE."""
+    objective: str = "qa"
+    """`qa`: distillation on question records (the paper's fine-tuning). `pretrain`: compressor pretraining,
+    auto-encoding and text continuation, on the plain-text corpus at data.train_path (scaledown/data/
+    pretraining.py); set model.max_answer_tokens to the passage length to auto-encode whole passages."""
+    init_from: str = ""
+    """Start from the weights of a ScaleDown export (e.g. a pretraining run's export/): compressor, LoRA, added
+    rows, rerank head. Its architecture (compressor, depth, memory tokens, LoRA rank, rerank) must match model.*;
+    prompts, lengths and dtypes come from this config."""
 
     def __post_init__(self):
         if not str(self.output_dir).strip():
@@ -218,6 +232,8 @@ class TrainConfig:
                               "go there)")
         _at_least("train", self, 1, "global_batch_size", "micro_batch_size", "log_every", "keep_last")
         _at_least("train", self, 0, "epochs", "max_steps", "eval_every", "save_every", "max_eval_new_tokens")
+        if self.objective not in ("qa", "pretrain"):
+            raise ConfigError(f"train.objective={self.objective!r}: expected qa or pretrain")
         if self.resume_changes not in ("refuse", "allow"):
             raise ConfigError(f"train.resume_changes={self.resume_changes!r}: expected refuse or allow")
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -273,6 +289,9 @@ class Config:
         if self.train.global_batch_size % self.train.micro_batch_size:
             raise ConfigError(f"train.global_batch_size={self.train.global_batch_size} is not a multiple of "
                               f"train.micro_batch_size={self.train.micro_batch_size}")
+        if self.train.objective == "pretrain" and self.model.rerank:
+            raise ConfigError("train.objective=pretrain with model.rerank=true: pretraining text has no "
+                              "cross-encoder scores; pretrain with --model.rerank=false")
         if self.model.trainable_dtype and self.engine.backend == "deepspeed":
             raise ConfigError(f"model.trainable_dtype={self.model.trainable_dtype}: DeepSpeed keeps its own fp32 "
                               "master weights (bf16.enabled in its JSON); leave it empty with engine.backend="
@@ -284,7 +303,7 @@ class Config:
     def check_paths(self, need_train_path: bool = True) -> None:
         """Before anything loads: every local path the run reads must exist (hub ids are left to the hub)."""
         paths = {"data.train_path": self.data.train_path, "data.eval_path": self.data.eval_path,
-                 "model.generator": self.model.generator}
+                 "model.generator": self.model.generator, "train.init_from": self.train.init_from}
         if self.model.compressor == "encoder":
             paths["model.encoder"] = self.model.encoder
         if self.engine.backend == "deepspeed":
@@ -294,7 +313,7 @@ class Config:
         if not self.data.train_path and need_train_path:
             raise ConfigError("data.train_path is empty: name the training records (JSONL or a datasets folder)")
         for name, value in paths.items():
-            if value and not Path(value).exists() and (name.startswith(("data.", "engine.")) or _looks_local(value)):
+            if value and not Path(value).exists() and (name.startswith(("data.", "engine.", "train.")) or _looks_local(value)):
                 raise ConfigError(f"{name}={value}: no such file or folder")
 
     def save(self, path: str | Path) -> None:

@@ -102,8 +102,9 @@ def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, 
 def cpu_peak_tflops(size: int = 2048, repeats: int = 4) -> float:
     """This CPU's bf16 matrix-product rate, measured now (a few products of size^3; AMX CPUs reach several
     TFLOP/s): the peak that CPU MFU is reported against. Measured under whatever else runs on the machine."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
+    rng = torch.Generator().manual_seed(0)  # its own: drawing from the global RNG would break exact resumes
+    a = torch.randn(size, size, generator=rng).to(torch.bfloat16)
+    b = torch.randn(size, size, generator=rng).to(torch.bfloat16)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):

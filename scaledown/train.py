@@ -22,12 +22,14 @@ from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.mapped import open_records
+from scaledown.data.pretraining import pretraining_records
 from scaledown.data.schema import load_records
 from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
                             summarize)
 from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
+from scaledown.models.generator import load_tokenizer
 from scaledown.models.model import ScaleDownModel
 
 
@@ -53,7 +55,10 @@ def param_groups(cfg: Config):
 
 
 def build_model(cfg: Config, model: ScaleDownModel | None = None) -> ScaleDownModel:
-    """A fresh model for `cfg` (or the one given), with gradient checkpointing when asked for."""
+    """A fresh model for `cfg` (or the one given, or the export train.init_from names), with gradient
+    checkpointing when asked for."""
+    if model is None and cfg.train.init_from:
+        model = ScaleDownModel.from_pretrained(cfg.train.init_from, trainable=True, config=cfg.model).train()
     model = model or ScaleDownModel.build(cfg.model)
     if cfg.train.gradient_checkpointing:
         for part in (model.generator.get_base_model(), model.compressor.backbone):
@@ -269,6 +274,10 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)
+    if records is None and cfg.train.objective == "pretrain":  # the same passages on every rank (fixed seed)
+        records = pretraining_records(cfg.data.train_path, load_tokenizer(cfg.model.generator),
+                                      cfg.model.max_doc_tokens, cfg.model.max_answer_tokens,
+                                      cfg.data.continuation_share, cfg.train.seed)
     if records is None:  # validated once into an Arrow file, read a batch at a time: never a list of all records
         records = open_records(cfg.data.train_path, engine.barrier, engine.rank, engine.local_rank)
     if eval_records is None:
@@ -326,7 +335,8 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
         engine.mark_step()
         stop = logging and step < total_steps and stop_requested(engine)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records and not stop:
-            eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb, answers=False)})
+            eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb,
+                                                          answers=cfg.train.curve_answers)})
         if checkpointer.due(step) or step == total_steps or stop:
             engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
             engine.mark_step()

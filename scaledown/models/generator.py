@@ -23,12 +23,28 @@ def sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
     return out.to(query.dtype), weights
 
 
+def sdpa_mask_no_empty_rows(*args, **kwargs):
+    """transformers' SDPA mask, with every query row that attends to nothing opened to all keys.
+
+    Left padding (the compressor's and the generator's rows) leaves each padding position of a causal mask with
+    no key to attend to. The CUDA SDPA kernels in bf16 then return NaN gradients for those rows, which reach the
+    weights through K and V (measured on an H200: loss NaN from the second step, in bf16 only; fp32 and eager
+    were finite). A padding position's output is never read, so what it attends to does not matter."""
+    from transformers.masking_utils import sdpa_mask
+
+    mask = sdpa_mask(*args, **kwargs)
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return mask | ~mask.any(-1, keepdim=True)
+
+
 def _register_attention() -> None:
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
     AttentionInterface.register("sdpa_fp32", sdpa_fp32)
-    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_fp32", sdpa_mask)
+    for name in ("sdpa", "sdpa_fp32"):
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask_no_empty_rows)
 
 
 _register_attention()

@@ -18,7 +18,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from scaledown.config import ModelConfig
+from scaledown.config import ConfigError, ModelConfig
 from scaledown.data.collate import IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, memory_tokens
 from scaledown.data.schema import Record
 from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, position_ids_from_mask
@@ -33,6 +33,11 @@ def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
+
+
+# Settings that shape the weights of an export: a run that starts from one (train.init_from) must keep them.
+ARCHITECTURE = ("compressor", "compressor_layers", "encoder", "projection_hidden", "num_memory_tokens", "lora_r",
+                "lora_alpha", "lora_target_modules", "rerank")
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -225,14 +230,23 @@ class ScaleDownModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, generator: str | None = None, trainable: bool = False,
-                        dtype: str | None = None) -> ScaleDownModel:
-        """Load an export; `generator` overrides the base model's path recorded in the config."""
+                        dtype: str | None = None, config: ModelConfig | None = None) -> ScaleDownModel:
+        """Load an export; `generator` overrides the base model's path recorded in the config. `config` (a run
+        starting from this export: train.init_from) replaces the recorded settings but must agree with the
+        export's architecture."""
         path = Path(path)
         meta_file = path / "scaledown_config.json"
         if not meta_file.exists():
             raise FileNotFoundError(f"{meta_file}: not a ScaleDown export (no scaledown_config.json)")
         meta = json.loads(meta_file.read_text())
         fields = meta["model"]
+        if config is not None:
+            differ = [f"model.{k}={getattr(config, k)!r} (the export: {fields.get(k)!r})" for k in ARCHITECTURE
+                      if k in fields and getattr(config, k) != fields[k]]
+            if differ:
+                raise ConfigError(f"{path}: this export's architecture differs from the run's config: "
+                                 + "; ".join(differ))
+            fields = dataclasses.asdict(config)
         if generator:
             fields["generator"] = generator
         if dtype:
