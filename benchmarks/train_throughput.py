@@ -90,11 +90,27 @@ def measure(args, layers: int, stage: int, tokenizer) -> list[tuple[int, dict]]:
         summary["seconds_per_step"] = (time.perf_counter() - start) / args.steps
         summary["peak_tflops"] = meter.peak
         out.append((micro, summary))
+        if args.profile and micro == args.micro_batches[-1] and engine.rank == 0:
+            profile_step(model, engine, it, meter, args.profile)
     del model, engine
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out
+
+
+def profile_step(model, engine, batches, meter, rows: int) -> None:
+    """One more step under torch.profiler: the operators that own its time (GPU time on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = engine.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        train_step(model, engine, batches, meter)
+        if cuda:
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if cuda else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
 
 
 def main():
@@ -109,6 +125,8 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="per device; default: known GPUs' bf16 peak")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="profile one step at the largest micro-batch and print its top ROWS operators")
     p.add_argument("--local_rank", type=int, default=None)
     args = p.parse_args()
     hf_logging.set_verbosity_error()
