@@ -221,7 +221,8 @@ def test_readers_report_bad_lines_with_file_and_line(tmp_path):
     assert list(read_corpus(tsv, problems)) == [("7", "", "some passage")]
     assert problems.counts == {"bad_line": 3}
     assert problems.messages == [f"{kilt}:2: field 'text': expected a list of paragraphs",
-                                 f"{tsv}:2: expected 'id<TAB>text'", f"{tsv}:3: invalid UTF-8 at byte 5"]
+                                 f"{tsv}:2: expected 2 TAB-separated columns (id, text), found 1",
+                                 f"{tsv}:3: invalid UTF-8 at byte 5"]
     queries = tmp_path / "q.txt"
     queries.write_text("first\n\nsecond\n")
     assert [(q.id, q.text) for q in read_queries(queries, problems)] == [("1", "first"), ("3", "second")]

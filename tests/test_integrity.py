@@ -156,3 +156,44 @@ def test_missing_paths_are_named_before_any_model_loads(tmp_path):
         load_config(None, ["--engine.backend=torch"]).check_paths()
     # A hub id is left to the hub (it may be cached); only path-like names must exist here.
     load_config(None, [f"--data.train_path={train}", "--engine.backend=torch"]).check_paths()
+
+
+def test_a_tab_inside_tsv_text_is_reported_not_cut(tmp_path):
+    """Corpus and query TSVs: a third column means a TAB in the text; the line is reported with its number."""
+    problems = Problems()
+    corpus = tmp_path / "collection.tsv"
+    corpus.write_text("1\tfirst passage\n2\tsecond\tpassage with a tab\n3\tthird\n")
+    assert [d[0] for d in read_corpus(corpus, problems)] == ["1", "3"]
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\twho wrote it?\nq2\twhere is\tthe tab?\n")
+    assert [(q.id, q.text) for q in read_queries(queries, problems)] == [("q1", "who wrote it?")]
+    assert problems.messages == [
+        f"{corpus}:2: expected 2 TAB-separated columns (id, text), found 3 (a TAB inside the text?)",
+        f"{queries}:2: expected 2 TAB-separated columns (qid, query), found 3 (a TAB inside the text?)"]
+
+
+def test_an_empty_queries_file_says_so(tmp_path):
+    empty = tmp_path / "queries.tsv"
+    empty.write_text("\n\n")
+    with pytest.raises(SystemExit, match=r"queries.tsv: no queries in this file$"):
+        read_queries(empty, Problems())
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("only-one-column\n")
+    with pytest.raises(SystemExit, match=r"broken.tsv: no queries in this file; 1 bad lines, first: .*broken.tsv:1"):
+        read_queries(broken, Problems())
+
+
+def test_a_local_looking_model_path_is_checked_before_any_download(tmp_path, monkeypatch):
+    from scaledown.data.build import check_model_paths, parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    train = write_lines(tmp_path / "t.jsonl", [ROW])
+    cfg = load_config(None, [f"--data.train_path={train}", "--model.generator=runs/nope", "--engine.backend=torch"])
+    with pytest.raises(ConfigError, match=r"model.generator=runs/nope: no such file or folder"):
+        cfg.check_paths()
+    args = parser().parse_args(["--corpus", "c.jsonl", "--out", "o", "--teacher", "runs/teacher"])
+    with pytest.raises(SystemExit, match=r"--teacher runs/teacher: no such file or folder"):
+        check_model_paths(args)
+    # Hub ids (no such folder here) are left to the hub.
+    check_model_paths(parser().parse_args(["--corpus", "c.jsonl", "--out", "o", "--cross-encoder", ""]))

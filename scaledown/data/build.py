@@ -221,7 +221,20 @@ def corpus_blocks(args, problems: Problems, rank: int, world: int, tokenizer):
         yield j, chunk_passages(documents, tokenizer, args.passage_tokens)
 
 
+def check_model_paths(args) -> None:
+    """Model arguments that look like local paths must exist: checked before any rank starts, instead of a
+    download attempt and its retries that would not name the path."""
+    from scaledown.config import looks_local
+
+    models = {"--splade": args.splade, "--cross-encoder": args.cross_encoder, "--tokenizer": args.tokenizer,
+              "--teacher": "" if args.teacher in ("gold", "none") else args.teacher}
+    for flag, value in models.items():
+        if value and looks_local(value) and not Path(value).exists():
+            raise SystemExit(f"{flag} {value}: no such file or folder (a local path, not a hub id)")
+
+
 def build(args) -> dict | None:
+    check_model_paths(args)
     discover()  # mpirun / srun without torchrun: RANK, WORLD_SIZE and the rendezvous from mpi4py or Slurm
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():

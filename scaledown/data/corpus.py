@@ -14,6 +14,7 @@ document count (`document_blocks`: every rank streams the whole corpus and keeps
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import random
@@ -75,6 +76,19 @@ def _lines(path: Path, problems: Problems, span: tuple[int, int] | None = None,
                 continue
             if line.strip():
                 yield lineno, line
+
+
+def tsv_fields(where: str, line: str, names: tuple[str, ...], problems: Problems) -> list[str] | None:
+    """The columns of a TSV line (csv's TAB dialect without quoting, as MS MARCO writes it): exactly one per name,
+    none empty; otherwise a bad line naming the count. A TAB inside a text would otherwise cut it silently."""
+    parts = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
+    if len(parts) != len(names) or not all(p.strip() for p in parts):
+        extra = " (a TAB inside the text?)" if len(parts) > len(names) else ""
+        problems.add("bad_line", f"{where}: expected {len(names)} TAB-separated columns ({', '.join(names)}), "
+                                 f"found {len(parts)}{extra}" if len(parts) != len(names) else
+                     f"{where}: an empty column (expected {', '.join(names)})")
+        return None
+    return [p.strip() for p in parts]
 
 
 def byte_blocks(path: str | Path, block_bytes: int) -> list[tuple[int, int]]:
@@ -169,11 +183,9 @@ def _corpus_rows(path: Path, problems: Problems, fmt: str, span: tuple[int, int]
         raise SystemExit(f"{path}: not a corpus format this build reads; expected {CORPUS_FORMATS}")
     if fmt == "tsv":
         for lineno, line in _lines(path, problems, span, first_line):
-            parts = line.split("\t")
-            if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
-                problems.add("bad_line", f"{path}:{lineno}: expected 'id<TAB>text'")
-                continue
-            yield f"{path}:{lineno}", parts[0].strip(), "", parts[1].strip()
+            fields = tsv_fields(f"{path}:{lineno}", line, ("id", "text"), problems)
+            if fields:
+                yield f"{path}:{lineno}", fields[0], "", fields[1]
         return
     if span is not None:  # a block of a JSONL corpus
         for lineno, line in _lines(path, problems, span, first_line):
@@ -256,6 +268,10 @@ def read_queries(path: str | Path, problems: Problems, fmt: str = "auto", split:
             raise SystemExit(f"{where}: query id {query.id!r} repeats the query at {first_seen[query.id]}")
         first_seen[query.id] = where
         queries.append(query)
+    if not queries:
+        bad = f"; {problems.counts.get('bad_line', 0)} bad lines, first: {problems.messages[0]}" \
+            if problems.messages else ""
+        raise SystemExit(f"{path}: no queries in this file{bad}")
     return queries
 
 
@@ -263,11 +279,8 @@ def _text_query(path: Path, kind: str, lineno: int, line: str, problems: Problem
     where = f"{path}:{lineno}"
     if kind == "text":
         return where, Query(str(lineno), line.strip())
-    parts = line.split("\t")
-    if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
-        problems.add("bad_line", f"{where}: expected 'qid<TAB>query'")
-        return None
-    return where, Query(parts[0].strip(), parts[1].strip())
+    fields = tsv_fields(where, line, ("qid", "query"), problems)
+    return (where, Query(*fields)) if fields else None
 
 
 def _row_query(where: str, row, fmt: str, position: int, problems: Problems) -> tuple[str, Query] | None:
