@@ -140,8 +140,9 @@ EXACTNESS = {"train": ("global_batch_size", "seed", "epochs", "max_steps"), "dat
              "optim": ("lr_generator", "lr_compressor", "warmup_ratio", "weight_decay", "betas")}
 
 
-def resume_changes(folder: Path, config, num_records: int) -> list[str]:
-    """Differences in the exactness settings between the checkpoint's config (and data) and this run's."""
+def resume_changes(folder: Path, config, num_records: int, data_fingerprint: str | None = None) -> list[str]:
+    """Differences in the exactness settings between the checkpoint's config (and data: record count, content
+    fingerprint) and this run's."""
     import yaml
 
     saved = yaml.safe_load((folder / "config.yaml").read_text())
@@ -154,7 +155,12 @@ def resume_changes(folder: Path, config, num_records: int) -> list[str]:
                 new = list(new)
             if old != new:
                 changes.append(f"{section}.{name}: {old!r} -> {new!r}")
-    saved_records = torch.load(folder / "trainer_state.pt", weights_only=True).get("num_records")
+    state = torch.load(folder / "trainer_state.pt", weights_only=True)
+    saved_records = state.get("num_records")
     if saved_records is not None and saved_records != num_records:
         changes.append(f"training records: {saved_records} -> {num_records}")
+    saved_fp = state.get("data_fingerprint")
+    if saved_fp and data_fingerprint and saved_fp != data_fingerprint:
+        changes.append(f"training data content ({config.data.train_path}): fingerprint {saved_fp[:16]} -> "
+                       f"{data_fingerprint[:16]}")
     return changes

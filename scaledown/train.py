@@ -233,11 +233,12 @@ def stopped(engine: Engine, step: int, out_dir: Path, curves: dict[str, list]) -
     return {"steps": step, "stopped": True}
 
 
-def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine, num_records: int) -> int:
+def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine, num_records: int,
+           data_fingerprint: str | None = None) -> int:
     """Load `folder`; refuse a resume that changes how the run computes, unless train.resume_changes=allow, in
     which case the new settings apply (LRs included: the loaded schedule would keep the old ones) and are
     recorded in resume_changes.jsonl. Returns the step to continue from."""
-    changes = resume_changes(folder, cfg, num_records)
+    changes = resume_changes(folder, cfg, num_records, data_fingerprint)
     if changes and cfg.train.resume_changes != "allow":
         raise ConfigError(f"resume from {folder}: this run's settings differ from the checkpoint's (set "
                           f"--train.resume_changes=allow to apply them, or --train.resume=none to start over):\n  "
@@ -285,6 +286,7 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     for rec in eval_records:
         references(rec)  # something to score against (gold or teacher answer), checked before training starts
     preflight(cfg, records)
+    fingerprint = getattr(records, "fingerprint", None)  # the training file's content (scaledown/data/mapped.py)
     steps_per_epoch = len(records) // cfg.train.global_batch_size
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
@@ -300,7 +302,7 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     step = 0
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints", engine)
     if resume_from:
-        step = resume(checkpointer, resume_from, cfg, engine, len(records))
+        step = resume(checkpointer, resume_from, cfg, engine, len(records), fingerprint)
     # The sampler position follows from the step alone, so a resume may even change the data-parallel size.
     sampler.set_position(step // steps_per_epoch,
                          (step % steps_per_epoch) * cfg.train.global_batch_size // engine.dp_size)
@@ -338,7 +340,8 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
             eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb,
                                                           answers=cfg.train.curve_answers)})
         if checkpointer.due(step) or step == total_steps or stop:
-            engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records)}, cfg)
+            engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records),
+                                                        "data_fingerprint": fingerprint}, cfg)
             engine.mark_step()
         if stop:
             return stopped(engine, step, out_dir, {"history": history, "eval_history": eval_history})

@@ -197,3 +197,47 @@ def test_a_local_looking_model_path_is_checked_before_any_download(tmp_path, mon
         check_model_paths(args)
     # Hub ids (no such folder here) are left to the hub.
     check_model_paths(parser().parse_args(["--corpus", "c.jsonl", "--out", "o", "--cross-encoder", ""]))
+
+
+def test_the_arrow_cache_follows_content_and_a_damaged_one_is_rebuilt(tmp_path, capsys):
+    import os
+
+    from scaledown.data.mapped import open_records
+
+    rows = [{**ROW, "id": f"r{i}", "answer": f"a{i}"} for i in range(70)]
+    path = write_lines(tmp_path / "t.jsonl", rows)
+    first = open_records(path)
+    stat = path.stat()
+    # Replaced by another file of the same size and timestamp: a new cache, not the stale one.
+    write_lines(path, [{**r, "answer": r["answer"].replace("a", "b")} for r in rows])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    second = open_records(path)
+    assert second.path != first.path and second[5].answer == "b5" and first.fingerprint != second.fingerprint
+    # A truncated cache is found at open, named, and rebuilt.
+    data = second.path.read_bytes()
+    second.path.write_bytes(data[: len(data) // 2])
+    third = open_records(path)
+    assert f"{second.path}: unreadable" in capsys.readouterr().out
+    assert third.path == second.path and len(third) == 70 and third[69].answer == "b69"
+
+
+def test_a_resume_on_changed_training_content_is_refused(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from launch import make_run_inputs
+    from scaledown.train import train
+
+    inputs = make_run_inputs(tmp_path, n_train=16)
+    args = inputs + ["--engine.backend=torch", "--model.compressor_layers=1", "--model.dtype=float32",
+                     "--model.rerank=false", "--train.global_batch_size=4", "--train.micro_batch_size=4",
+                     "--data.eval_path=", f"--train.output_dir={tmp_path / 'run'}"]
+    train(load_config(None, args + ["--train.max_steps=2"]))
+    data = tmp_path / "train.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[0]["answer"] = "another answer"  # same path, same record count, other content
+    write_lines(data, rows)
+    with pytest.raises(ConfigError, match=r"training data content \(.*train.jsonl\): fingerprint \w+ -> \w+"):
+        train(load_config(None, args + ["--train.max_steps=3"]))
+    assert train(load_config(None, args + ["--train.max_steps=3", "--train.resume_changes=allow"]))["steps"] == 3

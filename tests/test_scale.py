@@ -42,7 +42,7 @@ def test_arrow_training_set_gives_the_same_batches_as_jsonl(tmp_path):
     assert mapped.missing_scores() == (1, listed[7].id)
 
 
-def test_conversion_is_cached_by_size_and_mtime_and_keeps_the_errors(tmp_path):
+def test_conversion_is_cached_by_content_and_keeps_the_errors(tmp_path):
     source = tmp_path / "train.jsonl"
     write_jsonl(make_records(6, seed=5), source)
     first = cache_path(source)

@@ -2,9 +2,10 @@
 
 Any source (JSONL, a JSON list, a `datasets` folder) is validated once, record by record with the file:line:field
 errors of scaledown/data/schema.py, and written as one Arrow IPC file of normalised records next to it,
-`<source>.records-<size>-<mtime>.arrow`, in record batches of 64 rows, with a small `.json` beside it (row count,
-records without reranking scores). A changed source gets a new cache file; the conversion runs on local rank 0 of
-each node while the others wait, and is written under a temporary name and renamed.
+`<source>.records-<content hash>.arrow`, in record batches of 64 rows, with a small `.json` beside it (row count,
+records without reranking scores). A changed source gets a new cache file; a damaged one is rebuilt; the
+conversion runs on local rank 0 of each node while the others wait, and is written under a temporary name and
+renamed.
 
 `MappedRecords[i]` reads the one 64-row batch holding record i (Arrow's file reader: a positioned read of ~200 KB)
 and builds that Record. The file stays in the page cache, shared by the ranks of a node; nothing is kept in the
@@ -30,17 +31,49 @@ SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("documents", p
 BATCH = 64  # records per Arrow record batch: one random read per record fetches one batch
 
 
-def cache_path(source: str | Path, require_answer: bool = True) -> Path:
-    """Where the validated Arrow copy of `source` lives: keyed by size, modification time and whether the
-    records were checked for answers (evaluation sets need none)."""
+def content_fingerprint(source: str | Path) -> str:
+    """xxh3-128 of the bytes of `source` (a file, or every file of a folder with its relative name): the training
+    data's identity in its cache's name and in checkpoints. A replaced file of the same size and timestamp
+    gets another fingerprint; hashing runs at several GB/s (benchmarks/RESULTS.md)."""
+    import xxhash
+
     source = Path(source)
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     if not files:
         raise DataError(f"{source}: empty folder")
-    size = sum(p.stat().st_size for p in files)
-    mtime = max(p.stat().st_mtime_ns for p in files)
+    digest = xxhash.xxh3_128()
+    for path in files:
+        digest.update(str(path.relative_to(source) if source.is_dir() else path.name).encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_path(source: str | Path, require_answer: bool = True, fingerprint: str | None = None) -> Path:
+    """Where the validated Arrow copy of `source` lives: keyed by its content and whether the records were
+    checked for answers (evaluation sets need none)."""
+    source = Path(source)
+    fingerprint = fingerprint or content_fingerprint(source)
     kind = "" if require_answer else "-unanswered"
-    return source.with_name(f"{source.name}.records-{size}-{mtime}{kind}.arrow")
+    return source.with_name(f"{source.name}.records-{fingerprint[:24]}{kind}.arrow")
+
+
+def usable(target: Path) -> str | None:
+    """Why an existing cache cannot be read (truncated, damaged, its summary missing), or None when it can: the
+    footer opens (a truncated file has none), the batch count fits the summary and the last batch reads."""
+    try:
+        summary = json.loads(summary_path(target).read_text())
+        reader = pa.ipc.open_file(pa.OSFile(str(target)))
+        rows, per_batch = summary["rows"], summary["batch_rows"]
+        batches = -(-rows // per_batch)
+        if reader.num_record_batches != batches:
+            return f"{reader.num_record_batches} record batches, the summary says {batches}"
+        if batches and reader.get_batch(batches - 1).num_rows != rows - (batches - 1) * per_batch:
+            return "its last record batch does not hold the summary's rows"
+    except (OSError, ValueError, KeyError, pa.ArrowException) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def convert(source: str | Path, target: str | Path, require_answer: bool = True) -> int:
@@ -88,6 +121,7 @@ class MappedRecords:
         self.path = Path(path)
         self.summary = json.loads(summary_path(self.path).read_text())
         self._reader, self._pid = None, None
+        self.fingerprint: str | None = None  # the source's content_fingerprint (open_records sets it)
 
     def _batches(self):
         if self._pid != os.getpid():  # a DataLoader worker opens its own file: no shared file position
@@ -120,8 +154,13 @@ def open_records(source: str | Path, barrier=lambda: None, rank: int = 0, local_
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    target = cache_path(source, require_answer)
+    fingerprint = content_fingerprint(source)
+    target = cache_path(source, require_answer, fingerprint)
     error = target.with_name(target.name + ".error")
+    if rank == 0 and target.exists() and (why := usable(target)):
+        # A damaged cache (a crash of the file system, a copy cut short) is rebuilt, before any model loads.
+        print(f"{target}: unreadable ({why}); converting {source} again", flush=True)
+        target.unlink()
     if rank == 0 and not target.exists():
         _convert_or_record(source, target, error, require_answer)
     barrier()
@@ -130,7 +169,9 @@ def open_records(source: str | Path, barrier=lambda: None, rank: int = 0, local_
     barrier()
     if error.exists():
         raise DataError(error.read_text())
-    return MappedRecords(target)
+    records = MappedRecords(target)
+    records.fingerprint = fingerprint
+    return records
 
 
 def _convert_or_record(source: Path, target: Path, error: Path, require_answer: bool) -> None:
