@@ -208,6 +208,9 @@ class TrainConfig:
     """Checkpoints to keep on disk."""
     resume: str = "auto"
     """`auto` (the newest checkpoint in output_dir whose manifest verifies, if any), `none`, or a step-* folder."""
+    verify_checksums: bool = True
+    """A resume verifies every checkpoint file's xxh3 checksum (0.3 s per GiB here), not only its size; the
+    config's is always checked."""
     resume_changes: str = "refuse"
     """A resume whose exactness settings (global batch, seed, data, schedule, LRs) differ from the checkpoint's:
     `refuse` (the differences are listed), or `allow` (they are applied and recorded in resume_changes.jsonl)."""

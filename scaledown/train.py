@@ -300,7 +300,7 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
                              cfg.train.seed)
     checkpointer = Checkpointer(engine, out_dir / "checkpoints", cfg.train.save_every, cfg.train.keep_last)
     step = 0
-    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints", engine)
+    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints", engine, cfg.train.verify_checksums)
     if resume_from:
         step = resume(checkpointer, resume_from, cfg, engine, len(records), fingerprint)
     # The sampler position follows from the step alone, so a resume may even change the data-parallel size.

@@ -55,8 +55,14 @@ def flip_config(folder):
     (folder / "config.yaml").write_text((folder / "config.yaml").read_text().replace("seed: 0", "seed: 1"))
 
 
+def flip_a_byte(folder):
+    """A bad disk block: the engine state keeps its size, one byte in its middle changes."""
+    flip_a_byte_of(folder / "engine_state.pt")
+
+
 @pytest.mark.parametrize("damage, reason", [
     (break_rng, "rng-rank00000.pt is missing"), (truncate_state, "engine_state.pt has"),
+    (flip_a_byte, "engine_state.pt does not match its checksum"),
     (empty_folder, "no MANIFEST.json"), (drop_manifest, "no MANIFEST.json"),
     (flip_config, "config.yaml does not match its checksum")])
 def test_a_damaged_newest_checkpoint_is_skipped_and_the_older_one_resumes_exactly(reference, tmp_path, capsys,
@@ -119,3 +125,22 @@ def test_a_run_with_eval_data_writes_the_report(reference, tmp_path):
     from scaledown.report import main as report_main
     report_main([str(run)])
     assert (run / "report.md").read_text() == report
+
+
+def test_a_same_size_corruption_of_a_large_file_is_caught_unless_checksums_are_off(tmp_path):
+    from scaledown.checkpoint import verify, write_manifest
+
+    folder = tmp_path / "step-000001"
+    folder.mkdir()
+    (folder / "shard.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: sizes alone were checked before
+    write_manifest(folder)
+    assert verify(folder) is None
+    flip_a_byte_of(folder / "shard.bin")
+    assert verify(folder) == "shard.bin does not match its checksum"
+    assert verify(folder, checksums=False) is None  # train.verify_checksums=false: sizes only
+
+
+def flip_a_byte_of(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
