@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     t = tmp_path_factory.mktemp("build")
     models = {"splade": make_tiny_splade(t / "splade"), "ce": make_tiny_cross_encoder(t / "ce"),
               "teacher": make_tiny_generator(t / "teacher", hidden_size=32, num_layers=2, intermediate_size=64)}
-    records = make_records(30, seed=0)
+    records = make_records(30, seed=0, same_relation=False)  # distinct passages: the backends are compared
     docs = [{"id": f"d{i}-{j}", "title": d["title"], "text": d["text"]}
             for i, r in enumerate(records) for j, d in enumerate(r["documents"])]
     (t / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs) + "{broken\n")

@@ -84,20 +84,23 @@ def _value(relation: Relation, rng: random.Random, used: set[str], taken: set[st
     return rng.choice([v for v in relation.values if v not in taken])
 
 
-def question(rng: random.Random, subset: str, num_documents: int, used: set[str], qid: str) -> dict:
-    """One question: its gold passage and `num_documents - 1` distractors of the same relation about other
-    entities, whose values all differ from the answer (the answer is in exactly one document)."""
+def question(rng: random.Random, subset: str, num_documents: int, used: set[str], qid: str,
+             same_relation: bool = True) -> dict:
+    """One question: its gold passage and `num_documents - 1` distractors about other entities, of the same
+    relation (or, with `same_relation=False`, of any relation of the subset: less alike passages), whose values
+    all differ from the answer (the answer is in exactly one document)."""
     relation = rng.choice(SUBSETS[subset])
     facts, values = [], set()
-    for _ in range(num_documents):
+    for j in range(num_documents):
+        rel = relation if same_relation or j == 0 else rng.choice(SUBSETS[subset])
         entity = _name(rng, used)
-        value = _value(relation, rng, used, values)
+        value = _value(rel, rng, used, values)
         values.add(value)
-        facts.append((entity, value))
-    (entity, value) = facts[0]
+        facts.append((entity, value, rel))
+    entity, value = facts[0][:2]
     order = list(range(num_documents))
     rng.shuffle(order)
-    documents = [{"title": facts[j][0], "text": relation.passage.format(e=facts[j][0], v=facts[j][1])}
+    documents = [{"title": facts[j][0], "text": facts[j][2].passage.format(e=facts[j][0], v=facts[j][1])}
                  for j in order]
     scores = [round(4.0 + rng.uniform(-1, 1), 3) if j == 0 else round(-4.0 + rng.uniform(-1, 1), 3) for j in order]
     return {"id": qid, "query": relation.question.format(e=entity), "documents": documents, "answer": value,
@@ -106,7 +109,7 @@ def question(rng: random.Random, subset: str, num_documents: int, used: set[str]
 
 
 def make_records(n: int, seed: int = 0, num_documents: int = 5, used: set[str] | None = None,
-                 nonce_share: float = 1.0) -> list[dict]:
+                 nonce_share: float = 1.0, same_relation: bool = True) -> list[dict]:
     """`n` questions, a share `nonce_share` of them from the nonce subset (the rest `word`). `used`: names already
     taken (share one set between calls whose passages end up in one corpus)."""
     rng = random.Random(seed)
@@ -114,7 +117,8 @@ def make_records(n: int, seed: int = 0, num_documents: int = 5, used: set[str] |
     nonce = round(n * nonce_share)
     subsets = ["nonce"] * nonce + ["word"] * (n - nonce)
     rng.shuffle(subsets)
-    return [question(rng, subset, num_documents, used, f"{subset}-{seed}-{i}") for i, subset in enumerate(subsets)]
+    return [question(rng, subset, num_documents, used, f"{subset}-{seed}-{i}", same_relation)
+            for i, subset in enumerate(subsets)]
 
 
 def corpus_id(record: dict, j: int) -> str:
