@@ -67,14 +67,36 @@ def build_model(cfg: Config, model: ScaleDownModel | None = None) -> ScaleDownMo
     return model
 
 
+def check_context(cfg: Config, generator_config) -> None:
+    """The rows' token budgets must fit the models' context lengths (a lower bound: prompt text comes on top).
+    Compressor rows hold the query, the document and the memory tokens; generator rows the k x l memory slots,
+    the query and the answer."""
+    from transformers import AutoConfig
+
+    m, k = cfg.model, max(cfg.data.num_documents, cfg.data.eval_num_documents)
+    compressor = generator_config if m.compressor == "n_layers" else \
+        AutoConfig.from_pretrained(m.encoder, trust_remote_code=m.trust_remote_code)
+    rows = {"compressor": (m.max_query_tokens + m.max_doc_tokens + m.num_memory_tokens + 1, compressor,
+                           "model.max_query_tokens + model.max_doc_tokens + model.num_memory_tokens + 1"),
+            "generator": (k * m.num_memory_tokens + m.max_query_tokens + m.max_answer_tokens, generator_config,
+                          "k x model.num_memory_tokens + model.max_query_tokens + model.max_answer_tokens")}
+    for name, (needed, config, how) in rows.items():
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit and needed > limit:
+            raise ConfigError(f"the {name}'s rows need at least {needed} tokens ({how}, k = {k}), more than its "
+                              f"context of {limit} (max_position_embeddings): lower those budgets")
+
+
 def preflight(cfg: Config, records) -> None:
     """Refuse an inconsistent run before any model loads: a compressor deeper than the generator, or a rerank
     head to train on records without cross-encoder scores (it would train on a loss of 0 and ship untrained)."""
-    if cfg.model.compressor == "n_layers":
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        depth = AutoConfig.from_pretrained(cfg.model.generator,
-                                           trust_remote_code=cfg.model.trust_remote_code).num_hidden_layers
+    m = cfg.model
+    generator = AutoConfig.from_pretrained(m.generator, trust_remote_code=m.trust_remote_code)
+    check_context(cfg, generator)
+    if cfg.model.compressor == "n_layers":
+        depth = generator.num_hidden_layers
         if not cfg.model.compressor_layers < depth:
             raise ConfigError(f"model.compressor_layers={cfg.model.compressor_layers}: the generator "
                               f"{cfg.model.generator} has {depth} decoder layers; the n_layers compressor copies "

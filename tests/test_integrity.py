@@ -241,3 +241,21 @@ def test_a_resume_on_changed_training_content_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"training data content \(.*train.jsonl\): fingerprint \w+ -> \w+"):
         train(load_config(None, args + ["--train.max_steps=3"]))
     assert train(load_config(None, args + ["--train.max_steps=3", "--train.resume_changes=allow"]))["steps"] == 3
+
+
+def test_budgets_beyond_the_context_length_are_refused_at_start_up(tmp_path, tiny_generator):
+    from transformers import AutoConfig
+
+    from scaledown.train import check_context
+
+    context = AutoConfig.from_pretrained(tiny_generator).max_position_embeddings
+    train = write_lines(tmp_path / "t.jsonl", [ROW])
+    base = [f"--data.train_path={train}", f"--model.generator={tiny_generator}", "--engine.backend=torch"]
+    with pytest.raises(ConfigError, match=rf"the compressor's rows need at least {context + 74} tokens .* context of "
+                                          rf"{context}"):
+        cfg = load_config(None, base + [f"--model.max_doc_tokens={context + 1}"])
+        check_context(cfg, AutoConfig.from_pretrained(tiny_generator))
+    with pytest.raises(ConfigError, match=r"the generator's rows need"):
+        cfg = load_config(None, base + [f"--model.max_answer_tokens={context}"])
+        check_context(cfg, AutoConfig.from_pretrained(tiny_generator))
+    check_context(load_config(None, base), AutoConfig.from_pretrained(tiny_generator))
