@@ -60,10 +60,11 @@ def measure(args, layers: int, stage: int, tokenizer) -> list[tuple[int, dict]]:
     engine = ZeroEngine(top * world, top, config=ds_config(stage), dtype=args.dtype)
     engine.setup()
     cfg = ModelConfig(generator=args.arch, compressor_layers=layers, dtype=args.dtype, rerank=True)
+    device = engine.device
 
     def model_fn():
         torch.manual_seed(0)
-        with torch.device(engine.device):  # random init where it runs: seconds for 7B on a GPU, minutes on a CPU
+        with torch.device(device):  # random init where it runs: seconds for 7B on a GPU, minutes on a CPU
             lm = AutoModelForCausalLM.from_config(ARCHS[args.arch](), dtype=DTYPES[args.dtype])
             return ScaleDownModel.build(cfg, lm=lm, tokenizer=tokenizer)
 

@@ -316,7 +316,8 @@ class Config:
         if not self.data.train_path and need_train_path:
             raise ConfigError("data.train_path is empty: name the training records (JSONL or a datasets folder)")
         for name, value in paths.items():
-            if value and not Path(value).exists() and (name.startswith(("data.", "engine.", "train.")) or looks_local(value)):
+            local = name.startswith(("data.", "engine.", "train.")) or looks_local(value)
+            if value and not Path(value).exists() and local:
                 raise ConfigError(f"{name}={value}: no such file or folder")
 
     def save(self, path: str | Path) -> None:
