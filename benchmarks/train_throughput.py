@@ -70,12 +70,12 @@ def measure(args, layers: int, stage: int, tokenizer) -> list[tuple[int, dict]]:
 
     model = engine.prepare(model_fn, param_groups(Config()), lr_schedule(10_000, 0.05), 1.0)
     collate = engine.model.collator(num_documents=args.docs)
+    flops, peak = FlopModel.of(engine.model), device_peak_tflops(engine.device, args.peak_tflops)
     out = []
     for micro in args.micro_batches:
         batch = collate(records(micro, args.docs))
         it = iter(lambda: batch, None)  # the same batch forever: data loading is not what is measured
-        meter = Meter(FlopModel.of(engine.model), device_peak_tflops(engine.device, args.peak_tflops),
-                      engine.device)
+        meter = Meter(flops, peak, engine.device)
         for _ in range(args.warmup):
             train_step(model, engine, it, meter)
         if engine.device.type == "cuda":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from scaledown.data.mapped import content_fingerprint
 from scaledown.engine.base import Engine, rng_state, set_rng_state
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -28,22 +29,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def xxh3(path: Path) -> str:
-    """xxh3-128 of a file, streamed: 0.3 s per GiB here (benchmarks/RESULTS.md), against 1.1 s for SHA-256."""
-    import xxhash
-
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path) -> None:
     """Every file with its size and checksum: a same-size corruption of a large shard is caught too."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        files[str(path.relative_to(folder))] = {"size": path.stat().st_size, "xxh3": xxh3(path)}
+        files[str(path.relative_to(folder))] = {"size": path.stat().st_size, "xxh3": content_fingerprint(path)}
     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
 
 
@@ -64,7 +54,7 @@ def verify(folder: Path, checksums: bool = True) -> str | None:
         if path.stat().st_size != entry["size"]:
             return f"{name} has {path.stat().st_size} bytes, the manifest says {entry['size']}"
         if name == "config.yaml" or checksums:  # the config is tiny and decides how a resume computes
-            for key, digest in (("xxh3", xxh3), ("sha256", sha256)):
+            for key, digest in (("xxh3", content_fingerprint), ("sha256", sha256)):
                 if key in entry and digest(path) != entry[key]:
                     return f"{name} does not match its checksum"
     return None

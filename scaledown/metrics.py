@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from scaledown.data.collate import label_window
 from scaledown.models.compressor import NLayersCompressor
 
 # Dense bf16 peak per device, TFLOP/s.
@@ -92,10 +93,7 @@ def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, 
         tokens = lengths.sum()
         out += [int(tokens), float(((lengths * (lengths + 1) / 2).sum() / tokens.clamp(min=1)))]
     labels = batch.get("labels")
-    head = out[2]
-    if labels is not None:
-        first = int(labels.ne(-100).any(0).int().argmax())
-        head = labels.shape[0] * min(labels.shape[1] - first + 1, labels.shape[1])
+    head = out[2] if labels is None else labels.shape[0] * label_window(labels)
     return (*out, head)
 
 

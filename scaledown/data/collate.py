@@ -27,6 +27,13 @@ PLACEHOLDER_TOKEN = "<MEM>"
 IGNORE_INDEX = -100
 
 
+def label_window(labels: torch.Tensor) -> int:
+    """Positions whose logits the loss needs: from the one before the first labelled column (of any row) to the
+    end. Answers close every left-padded row, so the LM head and the log-softmax can skip the prompt."""
+    first = int(labels.ne(IGNORE_INDEX).any(0).int().argmax())
+    return min(labels.shape[1] - first + 1, labels.shape[1])
+
+
 def memory_tokens(n: int) -> list[str]:
     return [MEMORY_TOKEN.format(i) for i in range(n)]
 

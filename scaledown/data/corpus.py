@@ -82,11 +82,13 @@ def tsv_fields(where: str, line: str, names: tuple[str, ...], problems: Problems
     """The columns of a TSV line (csv's TAB dialect without quoting, as MS MARCO writes it): exactly one per name,
     none empty; otherwise a bad line naming the count. A TAB inside a text would otherwise cut it silently."""
     parts = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
-    if len(parts) != len(names) or not all(p.strip() for p in parts):
+    if len(parts) != len(names):
         extra = " (a TAB inside the text?)" if len(parts) > len(names) else ""
         problems.add("bad_line", f"{where}: expected {len(names)} TAB-separated columns ({', '.join(names)}), "
-                                 f"found {len(parts)}{extra}" if len(parts) != len(names) else
-                     f"{where}: an empty column (expected {', '.join(names)})")
+                                 f"found {len(parts)}{extra}")
+        return None
+    if not all(p.strip() for p in parts):
+        problems.add("bad_line", f"{where}: an empty column (expected {', '.join(names)})")
         return None
     return [p.strip() for p in parts]
 

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from scaledown.config import ConfigError, ModelConfig
-from scaledown.data.collate import IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, memory_tokens
+from scaledown.data.collate import (IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, label_window,
+                                   memory_tokens)
 from scaledown.data.schema import Record
 from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, position_ids_from_mask
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
@@ -134,11 +135,7 @@ class ScaleDownModel(nn.Module):
                 doc_mask, reranking_scores=None, has_scores=None) -> dict[str, torch.Tensor]:
         batch = {"gen_input_ids": gen_input_ids, "comp_input_ids": comp_input_ids,
                  "comp_attention_mask": comp_attention_mask}
-        # Answers are the last tokens of every (left-padded) row: the LM head and the log-softmax run over the
-        # window from the first labelled position on, not over the prompt. One host sync (the window's length),
-        # before any compute is queued.
-        first = int(labels.ne(IGNORE_INDEX).any(0).int().argmax())
-        window = min(labels.shape[1] - first + 1, labels.shape[1])
+        window = label_window(labels)  # one host sync (the window's length), before any compute is queued
         embeds, scores = self._generator_inputs(batch)
         out = self.generator(inputs_embeds=embeds, attention_mask=gen_attention_mask,
                              position_ids=position_ids_from_mask(gen_attention_mask), use_cache=False,
