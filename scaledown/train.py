@@ -287,7 +287,9 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
     tb = TensorBoard(str(Path(cfg.train.output_dir) / "tensorboard"), engine.is_main)
     try:
-        return run(cfg, engine, tb, model, records, eval_records)
+        result = run(cfg, engine, tb, model, records, eval_records)
+        engine.barrier()  # ranks leave together: closing gloo under a peer still writing can abort (SIGABRT)
+        return result
     finally:
         tb.close()
         engine.shutdown()

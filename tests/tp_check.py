@@ -109,4 +109,5 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--nxd"]
     check(args[0], Path(args[1]), device)
     if dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing: a gloo group torn down under a live peer can SIGABRT
         dist.destroy_process_group()
