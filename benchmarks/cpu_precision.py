@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from scaledown.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from scaledown.data.schema import Record  # noqa: E402
-from scaledown.data.synthetic import make_records  # noqa: E402
+from scaledown.build.synthetic import make_records  # noqa: E402
 from scaledown.metrics import FlopModel, batch_flop_inputs, cpu_peak_tflops  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
 from scaledown.train import lr_schedule  # noqa: E402

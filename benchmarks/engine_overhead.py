@@ -30,7 +30,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from scaledown.config import Config, ModelConfig  # noqa: E402
 from scaledown.data.schema import validate_record  # noqa: E402
-from scaledown.data.synthetic import make_records  # noqa: E402
+from scaledown.build.synthetic import make_records  # noqa: E402
 from scaledown.engine.deepspeed import ZeroEngine, resolve_ds_config  # noqa: E402
 from scaledown.metrics import FlopModel, Meter  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402

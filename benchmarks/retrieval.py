@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scaledown.data.corpus import Passage  # noqa: E402
-from scaledown.data.retrieval import SparseIndex, write_block  # noqa: E402
+from scaledown.build.corpus import Passage  # noqa: E402
+from scaledown.build.retrieval import SparseIndex, write_block  # noqa: E402
 
 VOCAB = 30522
 

@@ -3,7 +3,7 @@
 Stage `search`: synthetic SPLADE-like indexes (no model: ~200 non-zeros per passage, ~15 per query, Zipf-like term
 ids over a 30,522-term vocabulary, ~700-byte passages) written straight into both on-disk formats, the former
 shards (`shard-NNNNN.npz` + `.jsonl`, loaded whole by every rank) and the current blocks (memory-mapped inverted
-CSR + Arrow passages, scaledown/data/retrieval.py). Each format is searched by 2 ranks (2 processes, each its own
+CSR + Arrow passages, scaledown/build/retrieval.py). Each format is searched by 2 ranks (2 processes, each its own
 half of the queries, in batches like the build's chunks), and the current one also by 1 rank, to show that 2
 ranks share the mapped index (sum of unique memory, USS). Also measured: the other way to split the search, each
 rank searching every query against its own half of the blocks, then partial top-k lists merged.
@@ -38,8 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scaledown.data.corpus import Passage  # noqa: E402
-from scaledown.data.retrieval import SparseIndex, top_k, write_block  # noqa: E402
+from scaledown.build.corpus import Passage  # noqa: E402
+from scaledown.build.retrieval import SparseIndex, top_k, write_block  # noqa: E402
 
 VOCAB = 30522
 
@@ -314,7 +314,7 @@ def stage_data(args) -> list[dict]:
 
 
 def stage_approx(args) -> list[dict]:
-    from scaledown.data.approximate import SeismicSearch
+    from scaledown.build.approximate import SeismicSearch
 
     rows = []
     queries = zipf_rows(args.queries, 17, np.random.default_rng(1), np.random.default_rng(0).permutation(VOCAB))

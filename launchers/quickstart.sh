@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions
 echo "== 1/5 small random-init models from configs -> $RUN/base-model, $RUN/retrieval"
 $PY -m scaledown.models.tiny --out "$RUN/base-model" --retrieval-out "$RUN/retrieval"
 echo "== 2/5 corpus and questions shipped in PyPI packages (gensim's Wikipedia sample, FanOutQA dev) -> $RUN/source"
-$PY -m scaledown.data.embedded --out "$RUN/source" --eval 32
+$PY -m scaledown.build.embedded --out "$RUN/source" --eval 32
 echo "== 3/5 dataset build, $NPROC ranks: SPLADE index + retrieval, cross-encoder rerank 50 -> 5 (eval set: 10, gold answers only) -> $RUN/data"
 BUILD=(--corpus "$RUN/source/corpus.jsonl" --splade "$RUN/retrieval/splade/encoder" --cross-encoder "$RUN/retrieval/ce"
        --teacher gold --tokenizer "$RUN/base-model" --chunk-size 128 --block-bytes 1048576 --quiet)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from scaledown.config import Config, ConfigError
-from scaledown.data.prepare_dataset import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
+from scaledown.build.prepare_dataset import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
 from scaledown.data.schema import Record, load_records, validated
 from scaledown.models import model as _model
 
@@ -210,25 +210,25 @@ class SPLADERetriever:
     dataset build's format; exact search."""
 
     def __init__(self, model_name: str = DEFAULT_SPLADE, device: str | None = None, trust_remote_code: bool = False):
-        from scaledown.data.retrieval import load_sparse_encoder
+        from scaledown.build.retrieval import load_sparse_encoder
 
         self.encoder = load_sparse_encoder(model_name, device, trust_remote_code)
 
     def encode_queries(self, queries: list[str], batch_size: int = 32):
-        from scaledown.data.retrieval import to_csr
+        from scaledown.build.retrieval import to_csr
 
         return to_csr(self.encoder.encode_query(queries, batch_size=batch_size)).toarray()
 
     def encode_documents(self, documents: list[str], batch_size: int = 32):
-        from scaledown.data.retrieval import to_csr
+        from scaledown.build.retrieval import to_csr
 
         return to_csr(self.encoder.encode_document(documents, batch_size=batch_size)).toarray()
 
     def retrieve(self, queries: list[str], document_corpus: list[dict], top_k: int = 20,
                  batch_size: int = 32) -> list[list[dict]]:
         """Per query, copies of its top_k corpus dicts (`title`, `text`, any other keys) with `retrieval_score`."""
-        from scaledown.data.corpus import Passage
-        from scaledown.data.retrieval import SparseIndex, build_index, to_csr
+        from scaledown.build.corpus import Passage
+        from scaledown.build.retrieval import SparseIndex, build_index, to_csr
 
         passages = [Passage(str(d.get("id", i)), d.get("title") or "", d["text"]) for i, d in
                     enumerate(document_corpus)]
@@ -244,7 +244,7 @@ class SPLADERetriever:
 def add_reranking_scores(queries_with_docs: list[dict], reranker_model_name: str = DEFAULT_RERANKER,
                          batch_size: int = 16) -> list[dict]:
     """Copies of the items with `reranking_scores` (the cross-encoder's raw logits, in document order)."""
-    from scaledown.data.teacher import CrossEncoderReranker
+    from scaledown.build.rerank import CrossEncoderReranker
 
     reranker = CrossEncoderReranker(reranker_model_name, batch_size=batch_size)
     docs = [[_as_document(d) for d in item["documents"]] for item in queries_with_docs]
@@ -260,8 +260,8 @@ def generate_teacher_answers(queries_with_docs: list[dict], teacher_model_name: 
                              max_new_tokens: int = 128, load_in_8bit: bool = False) -> list[dict]:
     """Copies of the items with the teacher's greedy `answer`, from the paper's prompt (scaledown/data/prompts.py);
     the result is a valid training file once written (documents may stay {title, text} dicts)."""
-    from scaledown.data.corpus import Query
-    from scaledown.data.teacher import HFTeacher
+    from scaledown.build.corpus import Query
+    from scaledown.build.teacher import HFTeacher
 
     teacher = HFTeacher(teacher_model_name, max_new_tokens=max_new_tokens, load_in_8bit=load_in_8bit)
     items = [(Query(str(i), item["query"]), [_as_document(d) for d in item["documents"]])

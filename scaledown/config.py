@@ -90,10 +90,23 @@ class ModelConfig:
     compressor_template: str = prompts.COMPRESSOR_TEMPLATE
     """Text of a decoder compressor's input before the memory tokens (`{query}`, `{document}`); encoder
     compressors read `[CLS] query [SEP] document [SEP]`."""
+    memory_norm: float | str = 0.0
+    """0: the memory embeddings are the compressor's hidden states as they come (the paper, NAVER's code). A
+    number: each memory embedding is rescaled to this L2 norm before it takes a token's place in the generator.
+    `auto`: the generator's mean input-embedding norm, measured when the model is built and saved in the
+    export. Hidden states N layers deep can dwarf token embeddings (SmolLM2-135M at layer 8: norm ~135 against
+    3.2, carried by 3 massive-activation dimensions), so the generator's layers barely move them."""
 
     def __post_init__(self):
         if self.compressor not in ("n_layers", "encoder"):
             raise ConfigError(f"model.compressor={self.compressor!r}: expected 'n_layers' or 'encoder'")
+        if self.memory_norm != "auto":
+            try:
+                self.memory_norm = float(self.memory_norm)
+            except (TypeError, ValueError):
+                raise ConfigError(f"model.memory_norm={self.memory_norm!r}: expected a number >= 0 or 'auto'") from None
+            if not self.memory_norm >= 0:
+                raise ConfigError(f"model.memory_norm={self.memory_norm}: must be >= 0 (0: off)")
         if self.compressor == "encoder" and not self.encoder:
             raise ConfigError("model.compressor='encoder' needs model.encoder (a path or hub id)")
         _at_least("model", self, 1, "compressor_layers", "num_memory_tokens", "max_doc_tokens", "max_query_tokens",
@@ -361,6 +374,8 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
         if "int" in kinds and isinstance(value, str):
             return int(value)
     except ValueError:
+        if "str" in kinds:  # a field that takes a number or a word (model.memory_norm: 3.2 or auto)
+            return value
         raise ConfigError(f"{where}={value!r}: expected {annotation}") from None
     if "bool" in kinds and not isinstance(value, bool):
         raise ConfigError(f"{where}={value!r}: expected true or false")

@@ -22,7 +22,7 @@ from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.mapped import open_records
-from scaledown.data.pretraining import pretraining_records
+from scaledown.build.pretraining import pretraining_records
 from scaledown.data.schema import load_records
 from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
@@ -380,14 +380,14 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     if engine.is_main:
         (out_dir / "train_result.json").write_text(json.dumps(result, indent=2))
         if eval_records:
-            from scaledown.report import write_report
+            from scaledown.eval.report import write_report
 
             write_report(out_dir)
     return result
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from scaledown.cli import parse_train_args
+    from scaledown.flags import parse_train_args
 
     return train(parse_train_args(sys.argv[1:] if argv is None else argv))
 

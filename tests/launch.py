@@ -29,7 +29,7 @@ def cpu_env(**extra) -> dict:
 def make_run_inputs(tmp: Path, n_train: int = 64, n_eval: int = 8) -> list[str]:
     """A small base model and dataset under tmp; returns the config overrides pointing at them."""
     from scaledown.data.schema import write_jsonl
-    from scaledown.data.synthetic import make_records
+    from scaledown.build.synthetic import make_records
     from scaledown.models.tiny import make_tiny_generator
 
     if not (tmp / "base" / "config.json").exists():

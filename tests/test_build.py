@@ -17,7 +17,7 @@ pytest.importorskip("sentence_transformers", reason="the dataset build needs the
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from scaledown.data.synthetic import make_records
+    from scaledown.build.synthetic import make_records
     from scaledown.models.tiny import make_tiny_cross_encoder, make_tiny_generator, make_tiny_splade
 
     t = tmp_path_factory.mktemp("build")
@@ -52,8 +52,8 @@ def run_build(nproc, args, timeout=600):
 def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
     """Memory-mapped blocks of uneven size (one empty), searched whole or block by block, give the dense top-k;
     tied scores come out by global row whatever block they sit in."""
-    from scaledown.data.corpus import Passage
-    from scaledown.data.retrieval import SparseIndex, write_block
+    from scaledown.build.corpus import Passage
+    from scaledown.build.retrieval import SparseIndex, write_block
 
     rng = np.random.default_rng(0)
     vocab, sizes = 300, [40, 0, 47, 54]
@@ -84,8 +84,8 @@ def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
 
 
 def test_splade_index_matches_dense_scoring(setup, tmp_path):
-    from scaledown.data.corpus import Passage
-    from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
+    from scaledown.build.corpus import Passage
+    from scaledown.build.retrieval import SparseIndex, build_index, load_sparse_encoder, to_csr
 
     _, models = setup
     encoder = load_sparse_encoder(str(models["splade"]), device="cpu")
@@ -179,9 +179,9 @@ class StandInTeacher:
 
 
 def test_per_query_failures_are_recorded_not_fatal(setup, tmp_path):
-    from scaledown.data.build import merge, process_chunk
-    from scaledown.data.corpus import Passage, Problems, Query
-    from scaledown.data.retrieval import SparseIndex, build_index, load_sparse_encoder
+    from scaledown.build.pipeline import merge, process_chunk
+    from scaledown.build.corpus import Passage, Problems, Query
+    from scaledown.build.retrieval import SparseIndex, build_index, load_sparse_encoder
 
     _, models = setup
     encoder = load_sparse_encoder(str(models["splade"]), device="cpu")
@@ -208,7 +208,7 @@ def test_per_query_failures_are_recorded_not_fatal(setup, tmp_path):
 
 
 def test_readers_report_bad_lines_with_file_and_line(tmp_path):
-    from scaledown.data.corpus import Problems, read_corpus, read_queries
+    from scaledown.build.corpus import Problems, read_corpus, read_queries
 
     kilt = tmp_path / "kilt.jsonl"
     kilt.write_text(json.dumps({"wikipedia_id": "12", "wikipedia_title": "Anarchism",
@@ -229,7 +229,7 @@ def test_readers_report_bad_lines_with_file_and_line(tmp_path):
 
 
 def test_chunking_respects_the_token_budget_with_stable_ids():
-    from scaledown.data.corpus import chunk_passages
+    from scaledown.build.corpus import chunk_passages
     from scaledown.models.tiny import make_tiny_tokenizer
 
     tok = make_tiny_tokenizer()
@@ -247,7 +247,7 @@ def test_eval_set_build_from_a_benchmark_folder_keeps_gold_aliases_by_id(setup, 
     import datasets
 
     from scaledown.data.schema import load_records
-    from scaledown.data.synthetic import make_records
+    from scaledown.build.synthetic import make_records
 
     t, models = setup
     records = make_records(6, seed=0)

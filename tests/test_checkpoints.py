@@ -122,7 +122,7 @@ def test_a_run_with_eval_data_writes_the_report(reference, tmp_path):
         assert row in report, report
     assert (run / "loss.png").stat().st_size > 10_000
     (run / "report.md").unlink()
-    from scaledown.report import main as report_main
+    from scaledown.eval.report import main as report_main
     report_main([str(run)])
     assert (run / "report.md").read_text() == report
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from launch import ROOT, cpu_env
-from scaledown.data.synthetic import make_records
+from scaledown.build.synthetic import make_records
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_prepare_dataset_with_its_flags_writes_its_json_list(tiny, tmp_path):
     rows = json.loads((tmp_path / "train_data.json").read_text())
     assert len(rows) == 10 and all(set(r) >= {"query", "documents", "answer", "reranking_scores"} for r in rows)
     assert all(len(r["documents"]) == 3 and all(isinstance(d, str) for d in r["documents"]) for r in rows)
-    from scaledown.data.retrieval import SparseIndex
+    from scaledown.build.retrieval import SparseIndex
 
     index = SparseIndex(tmp_path / "train_data.json.build" / "index")
     index_ids = {index.passages[row].id.rsplit("-", 1)[0] for row in range(len(index))}
@@ -144,7 +144,7 @@ def test_prepare_dataset_with_its_flags_writes_its_json_list(tiny, tmp_path):
 
 
 def test_ms_marco_download_parses_its_tsv_and_fails_clearly_offline(tmp_path):
-    from scaledown.data.prepare_dataset import download_ms_marco
+    from scaledown.build.prepare_dataset import download_ms_marco
 
     source = tmp_path / "queries.dev.small.tsv"
     source.write_text("1048585\twhat is paula deen's brother\n2\tandorra\n")

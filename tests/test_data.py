@@ -77,7 +77,7 @@ def test_json_list_training_file_is_read_and_errors_name_the_line(tmp_path):
 
 
 def test_corpus_formats_are_sniffed_from_content(tmp_path):
-    from scaledown.data.corpus import Problems, read_corpus
+    from scaledown.build.corpus import Problems, read_corpus
 
     docs = [{"id": "a", "title": "A", "text": "alpha"}, {"id": "b", "title": "B", "text": "beta"}]
     (tmp_path / "list.json").write_text(json.dumps(docs, indent=1))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from scaledown.data.embedded import answer_text
+from scaledown.build.embedded import answer_text
 
 
 def test_answer_text_flattens_structured_answers():
@@ -18,8 +18,8 @@ def test_answer_text_flattens_structured_answers():
                     reason="gensim and fanoutqa carry the embedded corpus and questions: "
                            "launchers/setup.sh installs them")
 def test_embedded_source_is_real_text(tmp_path):
-    from scaledown.data.corpus import Problems, read_corpus, read_queries
-    from scaledown.data.embedded import main
+    from scaledown.build.corpus import Problems, read_corpus, read_queries
+    from scaledown.build.embedded import main
 
     main(["--out", str(tmp_path), "--eval", "10"])
     problems = Problems()
@@ -46,7 +46,7 @@ def test_embedded_build_gives_every_record_its_own_answer(tmp_path):
     from collections import Counter
 
     from launch import ROOT, cpu_env
-    from scaledown.data.embedded import main
+    from scaledown.build.embedded import main
     from scaledown.data.schema import load_records
     from scaledown.models.tiny import make_tiny_cross_encoder, make_tiny_generator, make_tiny_splade
 

@@ -13,7 +13,7 @@ from scaledown.config import ConfigError
 from scaledown.data.sampler import ShardedSampler
 from scaledown.engine.base import BatchPlan, BatchSizeError
 from scaledown.engine.deepspeed import resolve_ds_config
-from scaledown.eval import exact_match, normalize_answer, rouge_l, substring_match, token_f1
+from scaledown.eval.answers import exact_match, normalize_answer, rouge_l, substring_match, token_f1
 from scaledown.metrics import FlopModel, batch_flop_inputs, linear_params
 from scaledown.train import lr_schedule
 
@@ -157,7 +157,7 @@ def test_normalisation_and_rouge_l():
 
 def test_metrics_take_the_best_alias_and_score_gold_before_the_teacher():
     from scaledown.data.schema import Record
-    from scaledown.eval import score_records, summarize
+    from scaledown.eval.answers import score_records, summarize
 
     recs = [Record("q", ["d"], answer="the teacher says 1961", gold_answers=["nineteen sixty", "1960"]),
             Record("q", ["d"], answer="Paris", gold_answers=None)]
@@ -176,7 +176,7 @@ def test_flop_count_sees_full_size_of_zero3_partitioned_weights():
 
 
 def test_ndcg():
-    from scaledown.eval import ndcg_at_k
+    from scaledown.eval.answers import ndcg_at_k
 
     assert ndcg_at_k([3.0, 2.0, 1.0], [2, 1, 0]) == pytest.approx(1.0)
     # Relevant document ranked second of two: (2^1-1)/log2(3) over the ideal 1/log2(2).

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from scaledown.data.corpus import (Problems, byte_blocks, count_lines, document_blocks, read_corpus,
+from scaledown.build.corpus import (Problems, byte_blocks, count_lines, document_blocks, read_corpus,
                                    splittable)
 
 
@@ -70,8 +70,8 @@ def test_a_killed_block_is_redone_and_complete_blocks_are_kept(tmp_path):
     """A block folder still under its .tmp name (the build was killed while writing it) is rebuilt; finished
     blocks are neither read nor rewritten; the search sees exactly the complete blocks."""
     pytest.importorskip("sentence_transformers")
-    from scaledown.data.corpus import Passage
-    from scaledown.data.retrieval import SparseIndex, block_dir, build_index, load_sparse_encoder
+    from scaledown.build.corpus import Passage
+    from scaledown.build.retrieval import SparseIndex, block_dir, build_index, load_sparse_encoder
     from scaledown.models.tiny import make_tiny_splade
 
     encoder = load_sparse_encoder(str(make_tiny_splade(tmp_path / "splade")), device="cpu")

@@ -7,7 +7,7 @@ import torch
 
 from scaledown.config import ConfigError, load_config
 from scaledown.data.collate import IGNORE_INDEX, PLACEHOLDER_TOKEN
-from scaledown.data.corpus import Problems, read_corpus, read_queries
+from scaledown.build.corpus import Problems, read_corpus, read_queries
 from scaledown.data.schema import DataError, Record, load_records
 
 
@@ -114,7 +114,7 @@ def test_special_token_strings_in_data_stay_text(model_config, tiny_encoder, com
 
 
 def test_teacher_prompt_keeps_special_strings_as_text(tiny_generator):
-    from scaledown.data.teacher import HFTeacher
+    from scaledown.build.teacher import HFTeacher
 
     teacher = HFTeacher(tiny_generator)
     tok = teacher.tokenizer
@@ -184,7 +184,7 @@ def test_an_empty_queries_file_says_so(tmp_path):
 
 
 def test_a_local_looking_model_path_is_checked_before_any_download(tmp_path, monkeypatch):
-    from scaledown.data.build import check_model_paths, parser
+    from scaledown.build.pipeline import check_model_paths, parser
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()

@@ -169,7 +169,7 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_logits(model, tmp_pat
 
 def test_eval_cli_compares_compressed_uncompressed_and_teacher(model_config, tmp_path, tiny_generator):
     from scaledown.data.schema import write_jsonl
-    from scaledown.eval import main as eval_main
+    from scaledown.eval.cli import main as eval_main
 
     model = ScaleDownModel.build(model_config(rerank=True))
     model.save_pretrained(tmp_path / "export")
@@ -208,3 +208,31 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_the_gradients(tiny_g
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+
+
+def test_memory_norm_auto_rescales_memory_to_the_embedding_norm_and_the_export_keeps_the_number(model_config,
+                                                                                                   tmp_path):
+    from scaledown.config import ConfigError, ModelConfig
+
+    torch.manual_seed(0)
+    plain = ScaleDownModel.build(model_config(lora_dropout=0.0)).eval()
+    torch.manual_seed(0)
+    scaled = ScaleDownModel.build(model_config(lora_dropout=0.0, memory_norm="auto")).eval()
+    embeddings = scaled.generator.get_input_embeddings().weight[:scaled.base_vocab_size]
+    target = embeddings.norm(dim=-1).mean().item()
+    assert scaled.config.memory_norm == pytest.approx(target, abs=1e-4)
+    batch = scaled.collator(num_documents=2)(RECORDS)
+    with torch.no_grad():
+        raw, _ = plain.compress(batch["comp_input_ids"], batch["comp_attention_mask"], 2)
+        memory, _ = scaled.compress(batch["comp_input_ids"], batch["comp_attention_mask"], 2)
+    assert torch.allclose(memory.norm(dim=-1), torch.full(memory.shape[:-1], target), atol=1e-3)
+    assert torch.allclose(F.normalize(memory, dim=-1), F.normalize(raw, dim=-1), atol=1e-5)  # direction kept
+    assert not torch.allclose(raw.norm(dim=-1), memory.norm(dim=-1), atol=1e-2)
+    scaled.save_pretrained(tmp_path / "export")
+    again = ScaleDownModel.from_pretrained(tmp_path / "export").eval()
+    assert again.config.memory_norm == scaled.config.memory_norm
+    with torch.no_grad():
+        assert torch.allclose(again(**batch)["loss"], scaled(**batch)["loss"], atol=1e-5)
+    for bad in ("-1", "big"):
+        with pytest.raises(ConfigError, match="model.memory_norm"):
+            ModelConfig(memory_norm=bad)

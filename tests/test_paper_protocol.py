@@ -65,7 +65,7 @@ def test_compressor_input_is_the_reference_template(tiny_generator):
 
 def test_teacher_and_uncompressed_prompt_number_the_documents(tiny_generator):
     from scaledown.data.prompts import text_documents
-    from scaledown.data.teacher import HFTeacher
+    from scaledown.build.teacher import HFTeacher
 
     teacher = HFTeacher(tiny_generator)
     teacher.tokenizer.chat_template = CHATML_TEMPLATE
@@ -91,7 +91,7 @@ def test_gold_answers_accept_aliases_and_a_single_string():
 def test_reranking_targets_are_raw_logits(tmp_path):
     from scipy.special import logit
 
-    from scaledown.data.teacher import CrossEncoderReranker
+    from scaledown.build.rerank import CrossEncoderReranker
     from scaledown.models.tiny import make_tiny_cross_encoder
 
     reranker = CrossEncoderReranker(str(make_tiny_cross_encoder(tmp_path / "ce")), device="cpu")
@@ -113,7 +113,7 @@ def write_datasets(path, split, rows):
 
 
 def test_benchmark_loaders_read_each_format(tmp_path):
-    from scaledown.data.corpus import Problems, read_queries
+    from scaledown.build.corpus import Problems, read_queries
 
     nq = write_datasets(tmp_path / "kilt_nq", "validation", [
         {"id": "n1", "input": "who sang x", "meta": {"left_context": ""},
@@ -182,7 +182,7 @@ def eval_export(tmp_path_factory):
 
 
 def test_eval_scores_against_gold_and_reports_teacher_agreement(eval_export, tmp_path):
-    from scaledown.eval import main as eval_main
+    from scaledown.eval.cli import main as eval_main
 
     table = eval_main(["--model", str(eval_export / "export"), "--data", str(eval_export / "eval.jsonl"),
                        "--device", "cpu", "--max-new-tokens", "3", "--out", str(tmp_path / "out.json")])
@@ -194,7 +194,7 @@ def test_eval_scores_against_gold_and_reports_teacher_agreement(eval_export, tmp
 
 
 def test_eval_reads_ten_documents_by_default(eval_export, monkeypatch):
-    from scaledown.eval import main as eval_main
+    from scaledown.eval.cli import main as eval_main
     from scaledown.models.model import ScaleDownModel
 
     seen = []
@@ -207,7 +207,7 @@ def test_eval_reads_ten_documents_by_default(eval_export, monkeypatch):
 
 
 def test_eval_puts_the_model_on_the_requested_device(eval_export):
-    from scaledown.eval import load_model, setup_device
+    from scaledown.eval.cli import load_model, setup_device
 
     rank, world, device = setup_device("cpu")
     assert (rank, world, device) == (0, 1, torch.device("cpu"))
@@ -221,7 +221,7 @@ def test_eval_puts_the_model_on_the_requested_device(eval_export):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_eval_runs_on_the_gpu(eval_export):
-    from scaledown.eval import load_model, main as eval_main
+    from scaledown.eval.cli import load_model, main as eval_main
 
     model = load_model(str(eval_export / "export"), None, torch.device("cuda"), "bfloat16")
     assert {p.device.type for p in model.parameters()} == {"cuda"}
@@ -231,7 +231,7 @@ def test_eval_runs_on_the_gpu(eval_export):
 
 
 def test_judge_scores_batched_equal_one_by_one(eval_export):
-    from scaledown.eval import Judge
+    from scaledown.eval.judge import Judge
 
     judge = Judge(str(eval_export / "generator"), "cpu", batch_size=4)
     records = [Record(f"question {'long ' * i}?", ["d"], gold_answers=["g"]) for i in range(4)]

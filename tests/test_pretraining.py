@@ -10,9 +10,9 @@ import torch
 from launch import make_run_inputs
 from scaledown.config import ConfigError, load_config
 from scaledown.data.collate import IGNORE_INDEX
-from scaledown.data.pretraining import AUTOENCODE_QUERY, CONTINUE_QUERY, pretraining_records
+from scaledown.build.pretraining import AUTOENCODE_QUERY, CONTINUE_QUERY, pretraining_records
 from scaledown.data.schema import write_jsonl
-from scaledown.data.synthetic import make_records
+from scaledown.build.synthetic import make_records
 from scaledown.train import train
 
 COMMON = ["--engine.backend=torch", "--model.compressor_layers=1", "--model.dtype=float32", "--model.rerank=false",
@@ -31,6 +31,7 @@ def test_each_probe_answer_is_in_exactly_one_of_its_documents(nonce_share):
         assert holding == [r["gold_document"]], r
         gold = r["documents"][r["gold_document"]]
         assert gold["title"] in r["query"]  # the question names the gold passage's entity, not a distractor's
+        assert [d["title"] in r["query"] for d in r["documents"]].count(True) == 1  # a full name is never shared
         # Distractors state the same relation about other entities.
         assert len({d["title"] for d in r["documents"]}) == 5
 
@@ -165,7 +166,7 @@ def test_left_padding_leaves_no_query_row_without_keys():
 
 
 def test_synthetic_cli_writes_subset_query_files(tmp_path):
-    from scaledown.data.synthetic import main
+    from scaledown.build.synthetic import main
 
     main(["--out", str(tmp_path), "--train", "8", "--eval", "8", "--nonce-share", "0.25", "--documents", "3"])
     gold = json.loads((tmp_path / "gold_passages.json").read_text())

@@ -13,7 +13,7 @@ import torch
 from launch import ROOT, cpu_env, make_run_inputs
 from scaledown.data.mapped import MappedRecords, cache_path, open_records
 from scaledown.data.schema import DataError, load_records, write_jsonl
-from scaledown.data.synthetic import make_records
+from scaledown.build.synthetic import make_records
 
 
 def test_arrow_training_set_gives_the_same_batches_as_jsonl(tmp_path):

@@ -63,7 +63,7 @@ def test_failing_rank_fails_the_job(slurm, tmp_path):
 
 def test_two_node_dataset_build(slurm, tmp_path):
     pytest.importorskip("sentence_transformers", reason="the build needs the data extra: pip install -e .[data]")
-    from scaledown.data.synthetic import main as synthetic
+    from scaledown.build.synthetic import main as synthetic
     from scaledown.models.tiny import main as tiny
 
     tiny(["--out", str(tmp_path / "base"), "--retrieval-out", str(tmp_path / "retrieval")])

@@ -33,7 +33,7 @@ def check(generator: str, out: Path, device: torch.device = torch.device("cpu"))
 
     from scaledown.config import ModelConfig
     from scaledown.data.schema import Record, document_text
-    from scaledown.data.synthetic import make_records
+    from scaledown.build.synthetic import make_records
     from scaledown.engine.tensor_parallel import parallelize, unsharded
     from scaledown.models.model import ScaleDownModel
     from scaledown.models.generator import load_tokenizer

@@ -112,3 +112,9 @@ def encode_chat(tokenizer, system: str, user_template: str, fields: dict[str, st
         elif piece:
             ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
     return ids
+
+
+def teacher_prompt(tokenizer, system_prompt: str, user_template: str, query: str, documents: list[str]) -> list[int]:
+    """The paper's prompt with the documents as numbered text lines (the teacher, the uncompressed baseline)."""
+    fields = {"docs": text_documents(documents), "question": query}
+    return encode_chat(tokenizer, system_prompt, user_template, fields, user_fields=("docs", "question"))

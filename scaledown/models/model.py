@@ -38,7 +38,7 @@ def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
 
 # Settings that shape the weights of an export: a run that starts from one (train.init_from) must keep them.
 ARCHITECTURE = ("compressor", "compressor_layers", "encoder", "projection_hidden", "num_memory_tokens", "lora_r",
-                "lora_alpha", "lora_target_modules", "rerank")
+                "lora_alpha", "lora_target_modules", "rerank", "memory_norm")
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -85,6 +85,12 @@ class ScaleDownModel(nn.Module):
             compressor = EncoderCompressor.load(config.encoder, config.projection_hidden, lm.config.hidden_size,
                                                 DTYPES[config.dtype], config.trust_remote_code)
             grow(compressor.backbone, len(compressor_tokenizer))
+        if config.memory_norm == "auto":  # resolved once, here, so the export records the number
+            weight = lm.get_input_embeddings().weight[:base_vocab]
+            if weight.numel() == 0 or weight.is_meta:
+                raise ValueError("model.memory_norm=auto needs the generator's embeddings at build time (not "
+                                 "partitioned or on the meta device): give the number instead")
+            config = dataclasses.replace(config, memory_norm=round(weight.float().norm(dim=-1).mean().item(), 4))
         generator = add_lora(lm, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
         return cls(config, tokenizer, compressor_tokenizer, compressor, generator, base_vocab).cast_trainable()
 
@@ -119,6 +125,9 @@ class ScaleDownModel(nn.Module):
         tail = l + (1 if self.rerank_head is not None else 0)
         hidden = self.compressor(comp_input_ids, comp_attention_mask, tail)  # [B*k, tail, d]
         memory = hidden[:, :l].reshape(batch_size, -1, l, hidden.shape[-1])
+        if self.config.memory_norm:
+            scale = self.config.memory_norm / memory.float().norm(dim=-1, keepdim=True).clamp(min=1e-6)
+            memory = memory * scale.to(memory.dtype)
         scores = None
         if self.rerank_head is not None:
             scores = self.rerank_head(hidden[:, l]).float().view(batch_size, -1)
@@ -238,6 +247,8 @@ class ScaleDownModel(nn.Module):
         meta = json.loads(meta_file.read_text())
         fields = meta["model"]
         if config is not None:
+            if config.memory_norm == "auto":  # the number the export was built with
+                config = dataclasses.replace(config, memory_norm=fields.get("memory_norm", 0.0))
             differ = [f"model.{k}={getattr(config, k)!r} (the export: {fields.get(k)!r})" for k in ARCHITECTURE
                       if k in fields and getattr(config, k) != fields[k]]
             if differ:

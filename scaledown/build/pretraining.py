@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from scaledown.data.corpus import Problems, read_corpus
+from scaledown.build.corpus import Problems, read_corpus
 from scaledown.data.schema import DataError, Record
 
 AUTOENCODE_QUERY = "Repeat the background text word for word."

@@ -4,7 +4,7 @@ Corpora: the KILT knowledge source (`{"wikipedia_id", "wikipedia_title", "text":
 generic JSONL (`{"id", "title", "text"}`), a JSON list of such objects, TSV (`id<TAB>text`, the MS MARCO
 collection), or a `datasets` folder with those columns; the format is sniffed from the content. Queries: a text file
 (one per line), TSV (`qid<TAB>query`), or rows of JSONL, a JSON file or a `datasets` folder in any of the formats
-of scaledown/data/benchmarks.py (the paper's QA sets as users hold them), with their gold aliases.
+of scaledown/build/sources.py (the paper's QA sets as users hold them), with their gold aliases.
 A bad line is logged with its file and line number, counted, and skipped: it never aborts a build.
 
 Large corpora are read in blocks: JSONL and TSV by byte span (`byte_blocks`: each rank reads only its own
@@ -252,7 +252,7 @@ def _rows(path: Path, fmt: str, split: str | None, problems: Problems) -> Iterat
 
 def read_queries(path: str | Path, problems: Problems, fmt: str = "auto", split: str | None = None) -> list[Query]:
     """All queries (a query list fits in memory: 893k queries are about 50 MB), with gold aliases if any."""
-    from scaledown.data.benchmarks import NAMES
+    from scaledown.build.sources import NAMES
 
     path = Path(path)
     if not path.exists():
@@ -286,7 +286,7 @@ def _text_query(path: Path, kind: str, lineno: int, line: str, problems: Problem
 
 
 def _row_query(where: str, row, fmt: str, position: int, problems: Problems) -> tuple[str, Query] | None:
-    from scaledown.data.benchmarks import convert
+    from scaledown.build.sources import convert
 
     try:
         qid, text, answers = convert(row, fmt, position)

@@ -1,6 +1,6 @@
 """The end-of-run report of a training run with eval data: RUN_DIR/report.md and RUN_DIR/loss.png.
 
-    python -m scaledown.report RUN_DIR        # redo it from RUN_DIR/train_result.json
+    python -m scaledown.eval.report RUN_DIR        # redo it from RUN_DIR/train_result.json
 
 - before/after table on the held-out records: the generator with no documents, the generator reading the
   documents as text (uncompressed), the compressed model before training and after; answer CE against the

@@ -9,7 +9,7 @@ Two subsets, reported apart:
 A question's distractors state the same relation about other entities with other values, so the answer is in
 exactly one of its documents and a model must match the question's entity to the right passage.
 
-    python -m scaledown.data.synthetic --out runs/data --train 512 --eval 64 --nonce-share 0.25
+    python -m scaledown.build.synthetic --out runs/data --train 512 --eval 64 --nonce-share 0.25
 """
 
 from __future__ import annotations
@@ -21,6 +21,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaledown.data.schema import write_jsonl
+
+FIRST_NAMES = """Anna Maria Laura Sofia Emma Julia Clara Alice Helen Sarah Rachel Hannah Lucy Grace Chloe Olivia Emily
+Susan Karen Linda Nancy Betty Diana Fiona Irene Jane Kate Lisa Mona Nina Paula Ruth Tina Vera Wendy Zoe Amy Beth
+Carol Donna Ellen Frida Gloria Heidi Ingrid Joan Kim Lena Mia Nora Olga Petra Rita Sara Tara Ursula Yvonne Agnes
+Bianca Dora Elsa Greta Hilda Ida Jenny Lara Molly Naomi Peter John David Michael James Robert William Thomas Daniel
+Paul Mark Steven Kevin Brian George Edward Richard Charles Joseph Henry Frank Walter Arthur Albert Oscar Victor Hugo
+Felix Max Leo Adam Simon Martin Lucas Oliver Samuel Jacob Ethan Noah Liam Owen Ryan Sean Ivan Igor Boris Carlos Pedro
+Diego Marco Luca Pablo Omar Ali Hassan Raj Ravi Arjun Kenji Hiro Tom Jack Harry Fred Carl Karl Otto Hans Erik Lars
+Sven Nils Anton Felipe Mateo Andre Louis Pierre""".split()
+LAST_NAMES = """Smith Johnson Williams Jones Miller Davis Wilson Anderson Moore Jackson Martin Thompson Harris Clark
+Lewis Robinson Walker Young Allen King Wright Scott Hill Adams Nelson Carter Mitchell Roberts Phillips Campbell Parker
+Evans Edwards Collins Stewart Morris Rogers Reed Morgan Bell Murphy Bailey Rivera Cooper Richardson Cox Howard Ward
+Torres Peterson Ramirez James Watson Brooks Kelly Sanders Price Bennett Wood Barnes Ross Henderson Coleman Jenkins
+Perry Powell Long Patterson Hughes Flores Washington Butler Simmons Foster Gonzales Bryant Alexander Russell Griffin
+Diaz Hayes Myers Ford Hamilton Graham Sullivan Wallace West Cole Jordan Reynolds Fisher Ellis Harrison Gibson
+Mcdonald Cruz Marshall Ortiz Gomez Murray Freeman Wells Webb Simpson Stevens Tucker Porter Hunter Hicks Crawford
+Henry Boyd Mason Morales Kennedy Warren Dixon Ramos Reyes Burns Gordon Shaw Holmes Rice Robertson Hunt Palmer
+Wagner Schmidt Weber Fischer Becker Schulz Keller Richter Wolf Neumann Schwarz Zimmermann Hoffmann Kruger
+Lange Werner Krause Meier Lehmann Dubois Moreau Laurent Simon Michel Lefebvre Leroy Roux Fournier Girard Bonnet
+Rossi Russo Ferrari Esposito Bianchi Romano Colombo Ricci Marino Greco Bruno Gallo Conti Costa Nakamura Tanaka Sato
+Suzuki Yamamoto Kobayashi Ivanov Petrov Novak Kowalski Nowak Lindqvist Johansson Larsen Hansen Jensen""".split()
+"""Entities of both subsets: real first and last names (none of them a value of a `word` relation)."""
 
 _SYLLABLES = ["ka", "lo", "mi", "ren", "dor", "vel", "sa", "tu", "ni", "bra", "quo", "zel", "fa", "rin", "os", "ta"]
 
@@ -35,10 +57,10 @@ class Relation:
 
 
 _NONCE = [
-    Relation("capital", "What is the capital of {e}?", "The capital of {e} is {v}. It lies on a wide river."),
-    Relation("author", "Who wrote {e}?", "{e} is a novel written by {v} in the old style."),
-    Relation("source", "Where does the {e} river start?", "The {e} river starts in {v} and flows to the sea."),
-    Relation("teacher", "Who taught the painter {e}?", "The painter {e} was taught by {v} as a child."),
+    Relation("teacher", "Who taught {e} to paint?", "{e} learned to paint from {v} as a child."),
+    Relation("friend", "What is the name of the best friend of {e}?", "The best friend of {e} is called {v}."),
+    Relation("village", "In which village does {e} live?", "{e} lives in the village of {v} near the hills."),
+    Relation("boat", "What is the name of the boat of {e}?", "The boat of {e} is called {v} and is painted."),
 ]
 _WORD = [
     Relation("city", "In which city was {e} born?", "{e} was born in the city of {v} and grew up there.",
@@ -67,14 +89,26 @@ SUBSETS = {"word": _WORD, "nonce": _NONCE}
 
 
 def _name(rng: random.Random, used: set[str]) -> str:
-    """A name not used before in this dataset: in a pooled corpus, a repeated name would make two passages
-    answer the same question differently (two syllables while they last, then longer ones)."""
+    """A made-up name (a nonce answer) not used before in this dataset: in a pooled corpus, a repeated name would
+    make two passages answer the same question differently (two syllables while they last, then longer ones)."""
     for attempt in range(400):
         name = "".join(rng.choice(_SYLLABLES) for _ in range(2 + attempt // 20)).capitalize()
         if name not in used:
             used.add(name)
             return name
     raise RuntimeError("ran out of synthetic names")
+
+
+def _person(rng: random.Random, used: set[str]) -> str:
+    """A first and last name not used before in this dataset. Real names are ordinary, distinct tokens: two people
+    may share a first or a last name but never both, so telling the question's person from the distractors is
+    reading, not spelling (made-up names made retrieval return near-identical ones: "Dorquo" beside "Dorquoos")."""
+    for _ in range(1000):
+        name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+        if name not in used:
+            used.add(name)
+            return name
+    raise RuntimeError(f"ran out of person names ({len(FIRST_NAMES) * len(LAST_NAMES)} combinations)")
 
 
 def _value(relation: Relation, rng: random.Random, used: set[str], taken: set[str]) -> str:
@@ -93,7 +127,7 @@ def question(rng: random.Random, subset: str, num_documents: int, used: set[str]
     facts, values = [], set()
     for j in range(num_documents):
         rel = relation if same_relation or j == 0 else rng.choice(SUBSETS[subset])
-        entity = _name(rng, used)
+        entity = _person(rng, used)
         value = _value(rel, rng, used, values)
         values.add(value)
         facts.append((entity, value, rel))

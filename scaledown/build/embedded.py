@@ -5,7 +5,7 @@
 - Questions: FanOutQA's dev set in the fanoutqa wheel (`fanoutqa/data/fanout-final-dev.json`, read directly):
   the multi-hop questions and their single-hop sub-questions, with gold answers.
 
-    python -m scaledown.data.embedded --out runs/source --eval 32
+    python -m scaledown.build.embedded --out runs/source --eval 32
 writes corpus.jsonl ({id, title, text}), queries.jsonl and eval_queries.jsonl ({id, query, answer}).
 """
 

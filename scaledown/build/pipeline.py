@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scaledown.data import benchmarks, prompts
-from scaledown.data import corpus
+from scaledown.build import corpus, sources
+from scaledown.data import prompts
 from scaledown.data.mapped import cache_path, convert
 from scaledown.distributed import discover
-from scaledown.data.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
-from scaledown.data.retrieval import SparseIndex, block_metas, build_index, load_sparse_encoder, to_csr
+from scaledown.build.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
+from scaledown.build.retrieval import SparseIndex, block_metas, build_index, load_sparse_encoder, to_csr
 from scaledown.data.schema import atomic_write, write_jsonl
 
 
@@ -268,7 +268,7 @@ def build(args) -> dict | None:
     problems = Problems()
     from scaledown.models.generator import load_tokenizer
 
-    from scaledown.data.teacher import local_device
+    from scaledown.models.generation import local_device
 
     encoder = load_sparse_encoder(args.splade, device=str(local_device()), trust_remote_code=args.trust_remote_code)
     if not (index_dir / "COMPLETE").exists():
@@ -292,7 +292,7 @@ def build(args) -> dict | None:
     index = SparseIndex(index_dir)
     searcher = None
     if args.search == "seismic":  # approximate; rank 0 builds it once from the blocks, every rank loads it
-        from scaledown.data.approximate import SeismicSearch
+        from scaledown.build.approximate import SeismicSearch
 
         if rank == 0:
             SeismicSearch(index, index_dir / "seismic.index")
@@ -305,10 +305,10 @@ def build(args) -> dict | None:
     ids = [q.id for q in queries]
     reranker = None
     if args.cross_encoder:
-        from scaledown.data.teacher import CrossEncoderReranker
+        from scaledown.build.rerank import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(args.cross_encoder, trust_remote_code=args.trust_remote_code)
-    from scaledown.data.teacher import GoldAnswers, HFTeacher, VLLMTeacher
+    from scaledown.build.teacher import GoldAnswers, HFTeacher, VLLMTeacher
 
     if args.teacher == "none":
         teacher = None
@@ -362,9 +362,9 @@ def parser() -> argparse.ArgumentParser:
                    help="auto: sniffed from the content")
     p.add_argument("--queries", default="",
                    help="text (one per line), TSV qid<TAB>query, or JSONL / JSON / a datasets folder in one of the "
-                        "formats of scaledown/data/benchmarks.py (NQ, TriviaQA, HotpotQA, ASQA, PopQA, BioASQ, ...)")
+                        "formats of scaledown/build/sources.py (NQ, TriviaQA, HotpotQA, ASQA, PopQA, BioASQ, ...)")
     p.add_argument("--queries-format", default="auto",
-                   choices=["auto", "text", "tsv", "jsonl", "datasets", *benchmarks.NAMES],
+                   choices=["auto", "text", "tsv", "jsonl", "datasets", *sources.NAMES],
                    help="auto: from the file name and the rows' fields")
     p.add_argument("--split", default=None, help="split of a DatasetDict folder (train, dev, validation, test)")
     p.add_argument("--synthetic-queries", type=int, default=100, help="without --queries: made from the corpus")

@@ -1,5 +1,5 @@
 """Approximate top-k for learned sparse retrieval at scale: Seismic (`pip install pyseismic-lsr`), behind the build's
-`--search seismic`. The exact search of scaledown/data/retrieval.py stays the default and the reference:
+`--search seismic`. The exact search of scaledown/build/retrieval.py stays the default and the reference:
 `benchmarks/scale.py --stage approx` reports recall@k of this backend against it.
 
 Seismic prunes each posting list to its `n_postings` heaviest entries, clusters them into blocks with summary
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from scaledown.data.retrieval import SparseIndex
+from scaledown.build.retrieval import SparseIndex
 
 
 def _require():

@@ -1,0 +1,3 @@
+from scaledown.eval.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""`python -m scaledown.eval`: an export on held-out records (see scaledown/eval/__init__.py), sharded by rank
+under torchrun, metrics gathered on rank 0."""
+
+from __future__ import annotations
+
+import os
+import torch
+
+from scaledown.eval.answers import ndcg_at_k, references, score_records, summarize
+from scaledown.eval.evaluate import generate_answers, generate_uncompressed
+from scaledown.eval.judge import JUDGE_MODEL, Judge
+
+def setup_device(requested: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun each rank takes the GPU of its LOCAL_RANK."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {requested}: no CUDA device on this machine")
+        if device.index is None:
+            from scaledown.models.generation import local_device
+
+            device = local_device()  # this rank's LOCAL_RANK GPU, made current
+        else:
+            torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def load_model(path: str, generator: str | None, device: torch.device, dtype: str | None):
+    """An export on `device`; on a CPU the default dtype is float32 (no fast bf16 matmul there)."""
+    from scaledown.models.model import ScaleDownModel
+
+    dtype = dtype or (None if device.type == "cuda" else "float32")
+    return ScaleDownModel.from_pretrained(path, generator=generator, dtype=dtype).to(device).eval()
+
+
+def parser():
+    import argparse
+
+    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).")
+    p.add_argument("--model", required=True, help="an export folder (save_pretrained)")
+    p.add_argument("--data", required=True, help="records with gold_answers and/or answer (JSONL or datasets folder)")
+    p.add_argument("--generator", default=None, help="base generator path, if it moved since training")
+    p.add_argument("--device", default=None, help="cuda (default when available; cuda:LOCAL_RANK under torchrun), cpu")
+    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                   help="default: the model's on a GPU, float32 on a CPU")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-documents", type=int, default=10, help="documents read per query (the paper: 10)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-examples", type=int, default=0, help="0: every record")
+    p.add_argument("--uncompressed", action="store_true",
+                   help="also evaluate the base generator with the full documents in its prompt")
+    p.add_argument("--teacher", default=None,
+                   help="records (same ids) whose 'answer' is the teacher's: scored as a system of its own "
+                        "(without it, the records' own 'answer' is, when they also carry gold answers)")
+    p.add_argument("--judge", nargs="?", const=JUDGE_MODEL, default=None,
+                   help=f"LLM judge, a hub id or local path (flag alone: {JUDGE_MODEL})")
+    p.add_argument("--judge-batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="write metrics and predictions here (JSON)")
+    return p
+
+
+def main(argv=None):
+    from transformers.utils import logging as hf_logging
+
+    args = parser().parse_args(argv)
+    hf_logging.set_verbosity_error()
+    rank, world, device = setup_device(args.device)
+    try:
+        table = evaluate_export(args, rank, world, device)
+        if world > 1:
+            torch.distributed.barrier()  # ranks leave together: rank 0 may still be writing when the others end
+        return table
+    finally:
+        # A rank that exits with its gloo process group alive can abort at interpreter exit ("terminate called
+        # without an active exception", SIGABRT) while its threads are destroyed: close it first.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def evaluate_export(args, rank: int, world: int, device: torch.device) -> dict | None:
+    import json
+    from pathlib import Path
+
+    from scaledown.data.schema import load_records
+
+    records = load_records(args.data, require_answer=False)
+    records = records[: args.max_examples] if args.max_examples else records
+    for rec in records:
+        references(rec)  # every record must have something to score against, checked before any compute
+    model = load_model(args.model, args.generator, device, args.dtype)
+    mine = list(range(rank, len(records), world))
+    shard = [records[i] for i in mine]
+    k = args.num_documents
+    systems = {"compressed": generate_answers(model, shard, args.batch_size, args.max_new_tokens, k)}
+    if args.uncompressed:
+        systems["uncompressed"] = generate_uncompressed(model, shard, args.batch_size, args.max_new_tokens, k)
+    if args.teacher:
+        teacher = {r.id: r.answer for r in load_records(args.teacher)}
+        missing = [r.id for r in shard if r.id not in teacher]
+        if missing:
+            raise SystemExit(f"{args.teacher}: no teacher answer for ids {missing[:5]}")
+        systems["teacher"] = [teacher[r.id] for r in shard]
+    elif all(r.gold_answers and r.answer for r in records):
+        systems["teacher"] = [r.answer for r in shard]
+    judged = {}
+    if args.judge:
+        judge = Judge(args.judge, device, args.dtype, args.judge_batch_size)
+        judged = {name: judge.scores(shard, preds) for name, preds in systems.items()}
+    ndcg = []
+    if model.rerank_head is not None:
+        ndcg = [ndcg_at_k(model.rerank_scores([r.query], [r.documents[:k]])[0].tolist(), r.extra["relevance"])
+                for r in shard if isinstance(r.extra.get("relevance"), list)]
+    rows = [{"index": i, **{name: preds[j] for name, preds in systems.items()},
+             **{f"judge/{name}": s[j] for name, s in judged.items()}} for j, i in enumerate(mine)]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, (rows, ndcg))
+        rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])
+        ndcg = [v for _, part in gathered for v in part]
+    if rank != 0:
+        return None
+    table = {}
+    for name in systems:
+        table[name] = summarize(score_records([r[name] for r in rows], records))
+        if judged:
+            table[name]["judge"] = sum(r[f"judge/{name}"] for r in rows) / len(rows)
+    if ndcg:
+        table["compressed"]["ndcg@10"] = sum(ndcg) / len(ndcg)
+    against = "gold answers" if all(r.gold_answers for r in records) else "the records' answers (no gold_answers)"
+    print(f"{len(records)} examples from {args.data}, {k} documents each, scored against {against}")
+    columns = list(dict.fromkeys(m for row in table.values() for m in row))
+    print(f"{'system':<14}" + "".join(f"{m:>12}" for m in columns))
+    for name, row in table.items():
+        print(f"{name:<14}" + "".join(f"{row[m]:>12.4f}" if m in row else f"{'-':>12}" for m in columns))
+    for rec, row in list(zip(records, rows))[:3]:
+        print(f"  Q: {rec.query}\n  gold: {references(rec)}\n  pred: {row['compressed']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"metrics": table, "predictions": [
+            {"id": rec.id, "query": rec.query, "gold": references(rec), **{n: row[n] for n in systems}}
+            for rec, row in zip(records, rows)]}, indent=2))
+    return table
+
+
+if __name__ == "__main__":
+    main()
