@@ -321,3 +321,16 @@ def test_restarts_redo_what_changed_and_refuse_other_settings(setup, tmp_path):
     failing[failing.index("--out") + 1] = str(tmp_path / "fails")
     err = run_build_expecting_failure(failing)  # text queries have no gold answers
     assert "every query failed" in err
+
+
+def test_a_document_id_on_two_lines_is_refused_with_both_lines_named(setup, tmp_path):
+    t, models = setup
+    lines = (t / "corpus.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    corpus = tmp_path / "corpus.jsonl"  # the repeat lands in another byte block (--block-bytes 3000)
+    corpus.write_text("\n".join(lines + [json.dumps({**first, "text": "another text under the same id"})]) + "\n")
+    args = args_for(t, models, tmp_path / "out")
+    args[args.index("--corpus") + 1] = str(corpus)
+    err = run_build_expecting_failure(args)
+    assert f"document id {first['id']!r} on {corpus}:1, {corpus}:{len(lines) + 1}" in err, err[-2000:]
+    assert not (tmp_path / "out" / "index" / "COMPLETE").exists()

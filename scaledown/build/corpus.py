@@ -159,6 +159,15 @@ def read_corpus(path: str | Path, problems: Problems, fmt: str = "auto", span: t
         yield doc_id, title, text
 
 
+def where_documents(path: str | Path, ids: set[str], fmt: str = "auto") -> dict[str, list[str]]:
+    """The file:line (or row) of every document whose id is in `ids`: for naming repeats (the error path)."""
+    found: dict[str, list[str]] = {}
+    for where, doc_id, _, _ in _corpus_rows(Path(path), Problems(), fmt):
+        if doc_id in ids:
+            found.setdefault(doc_id, []).append(where)
+    return found
+
+
 def document_blocks(documents: Iterable, block_docs: int, rank: int, world_size: int) -> Iterator[tuple[int, Iterator]]:
     """(block number, its documents) for this rank's blocks of a corpus that must be streamed whole: block j is
     documents [j * block_docs, (j + 1) * block_docs) and belongs to rank j % world_size. Every rank parses the

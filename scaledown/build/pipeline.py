@@ -33,7 +33,8 @@ from scaledown.data import prompts
 from scaledown.data.mapped import cache_path, convert
 from scaledown.distributed import discover
 from scaledown.build.corpus import Problems, Query, chunk_passages, read_corpus, read_queries, synthetic_queries
-from scaledown.build.retrieval import SparseIndex, block_metas, build_index, load_sparse_encoder, to_csr
+from scaledown.build.retrieval import (SparseIndex, block_metas, build_index, load_sparse_encoder, repeated_documents,
+                                       to_csr)
 from scaledown.data.schema import atomic_write, write_jsonl
 
 
@@ -221,6 +222,17 @@ def corpus_blocks(args, problems: Problems, rank: int, world: int, tokenizer):
         yield j, chunk_passages(documents, tokenizer, args.passage_tokens)
 
 
+def check_repeated_documents(args, index_dir: Path) -> None:
+    """One document id on two lines would be indexed twice and retrieved twice into the same record: refused,
+    with the lines named, before the index is marked complete (a fixed corpus is a new fingerprint: re-indexed)."""
+    repeated = repeated_documents(index_dir)
+    if not repeated:
+        return
+    lines = corpus.where_documents(args.corpus, set(repeated), args.corpus_format)
+    shown = "\n".join(f"  document id {i!r} on {', '.join(lines.get(i, ['?']))}" for i in repeated)
+    raise SystemExit(f"{args.corpus}: document ids repeat (each must name one document; showing up to 10):\n{shown}")
+
+
 def check_model_paths(args) -> None:
     """Model arguments that look like local paths must exist: checked before any rank starts, instead of a
     download attempt and its retries that would not name the path."""
@@ -285,6 +297,7 @@ def build(args) -> dict | None:
         if not sum(m["passages"] for m in metas):
             shown = "".join(f"\n  {m}" for m in problems.messages[:5])
             raise SystemExit(f"{args.corpus}: no good passages ({corpus_bad} bad lines){shown}")
+        check_repeated_documents(args, index_dir)
         if rank == 0:
             atomic_write(index_dir / "COMPLETE", json.dumps({"bad_corpus_lines": corpus_bad}))
         barrier()

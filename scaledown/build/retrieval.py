@@ -133,6 +133,23 @@ def block_metas(folder: str | Path) -> list[dict]:
     return [json.loads((d / "meta.json").read_text()) | {"folder": d} for _, d in found]
 
 
+def repeated_documents(folder: str | Path, limit: int = 10) -> list[str]:
+    """Document ids indexed more than once (a corpus with one id on two lines), first `limit` of them. Each
+    document's first passage is `<id>-0`; only the id columns of the blocks are read (Arrow, memory-mapped)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = []
+    for meta in block_metas(folder):
+        column = pa.ipc.open_file(pa.memory_map(str(meta["folder"] / "passages.arrow"))).read_all()["id"]
+        ids.append(pc.filter(column, pc.ends_with(column, "-0")))
+    if not ids:
+        return []
+    counts = pc.value_counts(pa.chunked_array(ids, pa.string()))
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    return [i[:-2] for i in repeated.to_pylist()[:limit]]
+
+
 class Passages(Sequence):
     """The passages of an index by global row, read from the memory-mapped Arrow files on demand."""
 
