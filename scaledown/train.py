@@ -167,7 +167,7 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard, a
     kept = records[: cfg.data.max_eval_examples or None]  # 0: every record
     # Equal shares: under ZeRO-3 every forward is a collective, so all ranks run the same number of batches.
     shard = kept[: len(kept) // engine.dp_size * engine.dp_size][engine.dp_rank:: engine.dp_size]
-    synced = {"synced_gpus": True} if getattr(engine, "zero_stage", 0) == 3 else {}
+    synced = {"synced_gpus": True} if engine.collective_forward else {}
     text = system != "compressed"
     k = 0 if system == "no_documents" else cfg.data.eval_num_documents
     sums = {}
@@ -194,7 +194,7 @@ def speed(engine: Engine, records, cfg: Config) -> dict[str, float] | None:
     """Milliseconds per query of compressed vs uncompressed answering: same device, same batch, the same number
     of new tokens (forced), on the first eval records (every rank; rank 0's figures are reported). Not under
     ZeRO-3 (generation is collective) nor on XLA (nothing would sync before the clock is read)."""
-    if getattr(engine, "zero_stage", 0) == 3 or engine.device.type == "xla" or not records:
+    if engine.collective_forward or not engine.eager or not records:
         return None
     model, batch = engine.model, cfg.train.micro_batch_size
     chunk = records[: 4 * batch]

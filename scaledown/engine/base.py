@@ -68,6 +68,9 @@ class Engine(ABC):
 
     name: str = "base"
     tensor_parallel_size: int = 1  # ranks that share one data shard and split the model
+    # What the loop must know of a backend, declared rather than probed:
+    collective_forward: bool = False  # every forward is a collective (ZeRO-3): ranks run equal batches, in step
+    eager: bool = True  # device work has run when a call returns (XLA: traced lazily, a wall clock means nothing)
 
     def __init__(self, global_batch_size: int, micro_batch_size: int, autocast: str = ""):
         self.global_batch_size = global_batch_size

@@ -103,6 +103,7 @@ class ZeroEngine(Engine):
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda))
         self.model = self.ds.module
         self.zero_stage = self.ds.zero_optimization_stage()
+        self.collective_forward = self.zero_stage == 3  # parameters are gathered inside every forward
         return self.ds
 
     def backward(self, loss):

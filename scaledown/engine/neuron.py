@@ -83,6 +83,7 @@ def _require_sdk():
 
 class NeuronEngine(Engine):
     name = "neuron"
+    eager = False  # XLA traces lazily: work runs at mark_step
 
     def __init__(self, global_batch_size: int, micro_batch_size: int, config: str | Path | dict = "",
                  tensor_parallel_size: int = 1, dtype: str = "float32", generator: str = "", autocast: str = "",
