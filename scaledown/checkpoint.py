@@ -20,6 +20,9 @@ import torch
 
 from scaledown.data.mapped import content_fingerprint
 from scaledown.engine.base import Engine, rng_state, set_rng_state
+from scaledown.log import get_logger
+
+log = get_logger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 MANIFEST = "MANIFEST.json"
@@ -87,8 +90,7 @@ def resolve_resume(resume: str, root: Path, engine: Engine, checksums: bool = Tr
             return folder
         if resume != "auto":
             raise FileNotFoundError(f"train.resume={resume}: {problem or 'incomplete on another rank'}")
-        if engine.is_main:
-            print(f"resume: skipping {folder}: {problem or 'incomplete on another rank'}", flush=True)
+        log.info("resume: skipping %s: %s", folder, problem or "incomplete on another rank")
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from scaledown.flags import parse_train_args
+from scaledown.log import pop_log_level
 
 COMMANDS = {
     "build": ("scaledown.build.pipeline", "the dataset: SPLADE retrieval, reranking, teacher answers (torchrun)"),
@@ -27,7 +28,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     import importlib
 
-    argv = sys.argv[1:] if argv is None else argv
+    argv = pop_log_level(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<16}{text}" for name, (_, text) in COMMANDS.items()]
         print("usage: scaledown COMMAND [ARGS]   (scaledown COMMAND --help for its arguments)\n\ncommands:\n"

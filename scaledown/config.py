@@ -381,7 +381,7 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
         raise ConfigError(f"{where}={value!r}: expected true or false")
     if "int" in kinds and not isinstance(value, int):
         raise ConfigError(f"{where}={value!r}: expected an integer")
-    if "str" in kinds and not isinstance(value, str):
+    if "str" in kinds and not isinstance(value, str) and not ("float" in kinds and isinstance(value, float)):
         raise ConfigError(f"{where}={value!r}: expected a string")
     return value
 

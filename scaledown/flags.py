@@ -3,6 +3,8 @@ code's `train.py` flags as aliases of config fields. Cheap to import: `--help` a
 
 from __future__ import annotations
 
+from scaledown.log import pop_log_level
+
 # The original code's `train.py` flags -> config fields. A flag without a value is a switch.
 ALIASES = {
     "--train_data": "data.train_path",
@@ -64,4 +66,4 @@ def parse_train_args(argv: list[str]):
     parser = config_parser("scaledown train", "Train an OSCAR compressor + LoRA generator. Every config field "
                            "is a flag: --config FILE, then --section.field=value overrides.")
     parser.epilog = ALIAS_HELP
-    return parse_config(expand_aliases(argv), parser)
+    return parse_config(expand_aliases(pop_log_level(argv)), parser)

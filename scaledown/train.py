@@ -31,6 +31,9 @@ from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, 
 from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
 from scaledown.models.generator import load_tokenizer
 from scaledown.models.model import ScaleDownModel
+from scaledown.log import EVERY_RANK, get_logger
+
+log = get_logger(__name__)
 
 
 def lr_schedule(total_steps: int, warmup_ratio: float):
@@ -248,9 +251,9 @@ def stopped(engine: Engine, step: int, out_dir: Path, curves: dict[str, list]) -
     """After the stop checkpoint: keep the curves, tell the Slurm script (it requeues only then), exit cleanly."""
     path = os.environ["SCALEDOWN_STOP_FILE"]
     save_curves(engine, out_dir, curves)
+    log.info("stop requested (%s): checkpoint at step %d written, exiting for the requeued job to resume", path,
+             step)
     if engine.is_main:
-        print(f"stop requested ({path}): checkpoint at step {step} written, exiting for the requeued job to "
-              "resume", flush=True)
         Path(path + ".done").write_text(str(step))
     return {"steps": step, "stopped": True}
 
@@ -270,7 +273,7 @@ def resume(checkpointer: Checkpointer, folder: Path, cfg: Config, engine: Engine
         o = cfg.optim  # the group order of param_groups: compressor, generator
         engine.set_group_settings([o.lr_compressor, o.lr_generator], o.weight_decay, o.betas)
         if engine.is_main:
-            print(f"resume from {folder} with changed settings: {'; '.join(changes)}", flush=True)
+            log.info("resume from %s with changed settings: %s", folder, "; ".join(changes))
             with open(Path(cfg.train.output_dir) / "resume_changes.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, "from": str(folder), "changes": changes}) + "\n")
     return step
@@ -284,7 +287,8 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     cfg.check_paths(need_train_path=records is None)
     engine = make_engine(cfg)
     engine.setup()
-    print(f"rank {engine.rank}/{engine.world_size} on {socket.gethostname()}, engine {engine.name}", flush=True)
+    log.info("rank %d/%d on %s, engine %s", engine.rank, engine.world_size, socket.gethostname(), engine.name,
+             extra=EVERY_RANK)
     tb = TensorBoard(str(Path(cfg.train.output_dir) / "tensorboard"), engine.is_main)
     try:
         result = run(cfg, engine, tb, model, records, eval_records)

@@ -294,7 +294,7 @@ def test_restarts_redo_what_changed_and_refuse_other_settings(setup, tmp_path):
     run_build(1, args)
     queries.write_text(queries.read_text().replace("place 4", "the river"))
     run = run_build(1, args)
-    assert "1 of them redone" in run.stdout and "1 already done" in run.stdout
+    assert "1 of them redone" in run.stderr and "1 already done" in run.stderr
     rows = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "out" / "dataset.jsonl").read_text().split("\n")
             if x}
     assert rows["q4"]["query"] == "what is the capital of the river"

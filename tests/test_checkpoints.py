@@ -70,7 +70,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_older_one_resumes_exactl
     run, args = resumed_run(reference, tmp_path)
     damage(run / "checkpoints" / "step-000006")
     result = train(load_config(None, args))
-    assert f"resume: skipping {run / 'checkpoints' / 'step-000006'}: {reason}" in capsys.readouterr().out
+    assert f"resume: skipping {run / 'checkpoints' / 'step-000006'}: {reason}" in capsys.readouterr().err
     losses = {h["step"]: h["train/loss"] for h in result["history"]}
     assert list(losses) == [5, 6] and losses == {s: reference[2][s] for s in (5, 6)}  # bit-identical
 

@@ -218,7 +218,7 @@ def test_the_arrow_cache_follows_content_and_a_damaged_one_is_rebuilt(tmp_path, 
     data = second.path.read_bytes()
     second.path.write_bytes(data[: len(data) // 2])
     third = open_records(path)
-    assert f"{second.path}: unreadable" in capsys.readouterr().out
+    assert f"{second.path}: unreadable" in capsys.readouterr().err
     assert third.path == second.path and len(third) == 70 and third[69].answer == "b69"
 
 

@@ -36,6 +36,9 @@ from scaledown.build.corpus import Problems, Query, chunk_passages, read_corpus,
 from scaledown.build.retrieval import (SparseIndex, block_metas, build_index, load_sparse_encoder, repeated_documents,
                                        to_csr)
 from scaledown.data.schema import atomic_write, write_jsonl
+from scaledown.log import EVERY_RANK, get_logger, pop_log_level
+
+log = get_logger(__name__)
 
 
 def barrier():
@@ -124,7 +127,7 @@ def merge(out: Path, query_ids: list[str], problems: Problems, num_chunks: int |
         if records:
             datasets.Dataset.from_list(records).save_to_disk(str(out / "dataset"))
     except ImportError:
-        print("datasets is not installed: wrote dataset.jsonl only", file=sys.stderr)
+        log.warning("datasets is not installed: wrote dataset.jsonl only")
     reasons: dict[str, int] = {}
     for f in failures:
         key = f["failed"].split(":")[0]
@@ -350,10 +353,10 @@ def build(args) -> dict | None:
         write_jsonl(lines, path)
         atomic_write(made_from, wanted)  # after the chunk: a kill in between only redoes it
         done += 1
-    print(f"rank {rank}: {done} chunks built ({redone} of them redone: their queries changed), {skipped} already "
-          f"done; bad input lines: {problems.counts.get('bad_line', 0)}", flush=True)
+    log.info("rank %d: %d chunks built (%d of them redone: their queries changed), %d already done; bad input "
+             "lines: %d", rank, done, redone, skipped, problems.counts.get("bad_line", 0), extra=EVERY_RANK)
     for message in problems.messages[:10]:
-        print(f"  {message}", file=sys.stderr)
+        log.warning("%s", message, extra=EVERY_RANK)
     barrier()
     stats = None
     if rank == 0:
@@ -425,7 +428,7 @@ def main(argv=None):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    args = parser().parse_args(argv)
+    args = parser().parse_args(pop_log_level(sys.argv[1:] if argv is None else argv))
     if args.k is None:
         args.k = 10 if args.split in EVAL_SPLITS else 5
     return build(args)

@@ -24,6 +24,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from scaledown.data.schema import DataError, Record, iter_rows, validated
+from scaledown.log import EVERY_RANK, get_logger
+
+log = get_logger(__name__)
 
 SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("documents", pa.list_(pa.string())),
                     ("answer", pa.string()), ("reranking_scores", pa.list_(pa.float64())),
@@ -159,7 +162,7 @@ def open_records(source: str | Path, barrier=lambda: None, rank: int = 0, local_
     error = target.with_name(target.name + ".error")
     if rank == 0 and target.exists() and (why := usable(target)):
         # A damaged cache (a crash of the file system, a copy cut short) is rebuilt, before any model loads.
-        print(f"{target}: unreadable ({why}); converting {source} again", flush=True)
+        log.warning("%s: unreadable (%s); converting %s again", target, why, source, extra=EVERY_RANK)
         target.unlink()
     if rank == 0 and not target.exists():
         _convert_or_record(source, target, error, require_answer)

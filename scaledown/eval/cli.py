@@ -4,11 +4,14 @@ under torchrun, metrics gathered on rank 0."""
 from __future__ import annotations
 
 import os
+import sys
+
 import torch
 
 from scaledown.eval.answers import ndcg_at_k, references, score_records, summarize
 from scaledown.eval.evaluate import generate_answers, generate_uncompressed
 from scaledown.eval.judge import JUDGE_MODEL, Judge
+from scaledown.log import pop_log_level
 
 def setup_device(requested: str | None) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun each rank takes the GPU of its LOCAL_RANK."""
@@ -65,7 +68,7 @@ def parser():
 def main(argv=None):
     from transformers.utils import logging as hf_logging
 
-    args = parser().parse_args(argv)
+    args = parser().parse_args(pop_log_level(sys.argv[1:] if argv is None else argv))
     hf_logging.set_verbosity_error()
     rank, world, device = setup_device(args.device)
     try:
