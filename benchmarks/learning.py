@@ -14,8 +14,10 @@
    The real build retrieves for every question with SPLADE-tiny (the gold passage's hit rate at k = 3 and 5 is
    printed). Labels: `--teacher gold` (the gold answer, as the original code's real-data script did) or
    `--teacher model` (SmolLM2 answering from the retrieved passages in full).
-3. With `--pretrain-steps N`: N steps of compressor pretraining (auto-encoding + continuation) on the gensim
-   Wikipedia sample the quick start uses, then fine-tuning starts from that export (train.init_from).
+3. With `--pretrain-steps N`: N steps of compressor pretraining, then fine-tuning starts from that export
+   (train.init_from): `--pretrain-on wiki` (auto-encoding + continuation on the gensim Wikipedia sample the quick
+   start uses) or `--pretrain-on probe` (auto-encoding of the probe corpus's own passages). `--init-from EXPORT`
+   fine-tunes from an earlier pretraining export.
 4. The real training loop (configs/smollm2.yaml) on the probe questions; before the first step, side by side on
    the held-out `word` questions: the generator with no documents, reading the documents as text, and the
    untrained compressed model; every `--eval-every` steps held-out CE and accuracy (the learning curve); after
@@ -79,19 +81,24 @@ def score_systems(export: Path, data: Path, cfg, limit: int) -> dict[str, dict[s
     return out
 
 
-def pretrain(work: Path, preset: dict, steps: int, extra: list[str]) -> Path:
-    """Compressor pretraining on the gensim Wikipedia sample; returns the export to fine-tune from."""
+def pretrain(work: Path, data: Path, preset: dict, steps: int, on: str, extra: list[str]) -> Path:
+    """Compressor pretraining; returns the export to fine-tune from. `on`: `wiki`, the gensim Wikipedia sample's
+    64-token passages, half auto-encoded, half continued; `probe`, auto-encoding of the probe's own short passages
+    (the corpus retrieval searches: no question, no answer, no held-out label is read)."""
     from scaledown.config import load_config
     from scaledown.build.embedded import main as embedded
     from scaledown.train import train
 
-    source = work / "wiki"
-    if not (source / "corpus.jsonl").exists():
-        embedded(["--out", str(source), "--eval", "1"])
-    overrides = [f"--model.generator={preset['generator']}", f"--data.train_path={source / 'corpus.jsonl'}",
+    if on == "wiki":
+        corpus, sizes = work / "wiki" / "corpus.jsonl", ["--model.max_answer_tokens=64"]
+        if not corpus.exists():
+            embedded(["--out", str(corpus.parent), "--eval", "1"])
+    else:
+        corpus = data / "source" / "corpus.jsonl"
+        sizes = ["--model.max_answer_tokens=24", "--model.max_doc_tokens=32", "--data.continuation_share=0"]
+    overrides = [f"--model.generator={preset['generator']}", f"--data.train_path={corpus}", *sizes,
                  "--data.eval_path=", f"--train.output_dir={work / 'pretrain'}", "--train.objective=pretrain",
-                 f"--train.max_steps={steps}", "--model.max_answer_tokens=64", "--data.num_documents=1",
-                 "--train.resume=none", *extra]
+                 f"--train.max_steps={steps}", "--data.num_documents=1", "--train.resume=none", *extra]
     train(load_config(ROOT / "configs" / "smollm2.yaml", overrides))
     return work / "pretrain" / "export"
 
@@ -106,6 +113,10 @@ def main(argv=None):
     p.add_argument("--teacher", choices=["gold", "model"], default="gold",
                    help="labels: the gold answers, or SmolLM2's answers reading the retrieved passages")
     p.add_argument("--pretrain-steps", type=int, default=0, help="compressor pretraining steps first (0: none)")
+    p.add_argument("--pretrain-on", choices=["wiki", "probe"], default="wiki",
+                   help="pretraining text: the Wikipedia sample (auto-encoding + continuation) or the probe's own "
+                        "passages (auto-encoding)")
+    p.add_argument("--init-from", type=Path, default=None, help="fine-tune from this export (an earlier pretraining)")
     p.add_argument("--encoder", action="store_true",
                    help="an encoder compressor (all-MiniLM-L6-v2 from its PyPI wheel, random MLP projection) "
                         "instead of SmolLM2's first 8 layers")
@@ -145,9 +156,11 @@ def main(argv=None):
     pretrained = None
     if args.pretrain_steps:
         t0 = time.perf_counter()
-        pretrained = pretrain(work, preset, args.pretrain_steps, overrides)
+        pretrained = pretrain(work, data, preset, args.pretrain_steps, args.pretrain_on, overrides)
         print(json.dumps({"pretrain_s": time.perf_counter() - t0, "export": str(pretrained)}), flush=True)
         overrides.append(f"--train.init_from={pretrained}")
+    elif args.init_from:
+        overrides.append(f"--train.init_from={args.init_from}")
     overrides += [f"--data.train_path={data / 'data' / 'dataset.jsonl'}",
                   f"--data.eval_path={data / 'eval-word' / 'dataset.jsonl'}", f"--train.output_dir={work / 'train'}",
                   f"--train.baseline_eval={not args.no_baseline}",
@@ -159,6 +172,7 @@ def main(argv=None):
     train_s = time.perf_counter() - t0
     nonce = score_systems(Path(result["export"]), data / "eval-nonce" / "dataset.jsonl", cfg, args.eval)
     summary = {"retrieval": retrieval, "teacher": args.teacher, "pretrain_steps": args.pretrain_steps,
+               "pretrain_on": args.pretrain_on if args.pretrain_steps else None, "init_from": str(args.init_from),
                "steps": result["steps"], "train_s": train_s, "word": {"baseline": result["baseline"],
                                                                      "after": result["eval"]},
                "nonce_after": nonce, "curve": result["eval_history"], "speed": result["speed"],
