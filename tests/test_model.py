@@ -146,8 +146,15 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_logits(model, tmp_pat
         emb = model.generator.get_input_embeddings().weight
         emb[model.base_vocab_size:] += torch.randn_like(emb[model.base_vocab_size:])
     batch = model.collator(num_documents=2)(RECORDS)
-    with torch.no_grad():
-        expected = model.logits(batch)
+    # One thread on both sides: with several, MKL/OpenMP may split a product differently when the machine is
+    # loaded (fewer threads free), and the summation order moves fp32 logits by ~1e-5: this test once failed so.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            expected = model.logits(batch)
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(tmp_path / "export")
     torch.save({"batch": batch, "logits": expected}, tmp_path / "expected.pt")
     names = sorted(p.name for p in (tmp_path / "export").iterdir())
@@ -156,6 +163,7 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_logits(model, tmp_pat
     script = textwrap.dedent(f"""
         import torch
         from scaledown.models.model import ScaleDownModel
+        torch.set_num_threads(1)
         data = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True)
         model = ScaleDownModel.from_pretrained({str(tmp_path / 'export')!r}).eval()
         with torch.no_grad():

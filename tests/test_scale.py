@@ -134,7 +134,7 @@ def test_build_and_deepspeed_training_under_mpirun(tmp_path):
              str(make_tiny_cross_encoder(tmp_path / "ce")), "--teacher", str(gen), "--max-new-tokens", "4",
              "--chunk-size", "3", "--retrieve-k", "6", "--k", "3", "--quiet"]
     mpi = mpirun(2, [str(ROOT / "launchers" / "build_dataset.py"), *build, "--out", str(tmp_path / "mpi")])
-    assert "rank 1:" in mpi.stdout, mpi.stdout[-2000:]
+    assert "rank 1:" in mpi.stderr, mpi.stderr[-2000:]
     subprocess.run([sys.executable, str(ROOT / "launchers" / "build_dataset.py"), *build, "--out",
                     str(tmp_path / "one")], env=cpu_env(), cwd=ROOT, check=True, capture_output=True)
     assert (tmp_path / "mpi" / "dataset.jsonl").read_text() == (tmp_path / "one" / "dataset.jsonl").read_text()
@@ -146,4 +146,4 @@ def test_build_and_deepspeed_training_under_mpirun(tmp_path):
                          "--train.log_every=1", f"--train.output_dir={run}"])
     result = json.loads((run / "train_result.json").read_text())
     assert result["steps"] == 3 and (run / "export" / "compressor.safetensors").exists()
-    assert "rank 1/2" in trained.stdout and "engine deepspeed" in trained.stdout
+    assert "rank 1/2" in trained.stderr and "engine deepspeed" in trained.stderr
