@@ -1,8 +1,13 @@
 """Shared fixtures: small models built from configs (random init), written once per test session."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# The harnesses (process launch, the NxD stand-in, the TP check, local Slurm) live in tests/helpers/.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -11,7 +11,7 @@ import pytest
 from launch import ROOT, cpu_env, make_run_inputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-HARNESS = ROOT / "tests" / "slurm_local.sh"
+HARNESS = ROOT / "tests" / "helpers" / "slurm_local.sh"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The tensor-parallel model builder (scaledown/engine/tensor_parallel.py) checked against the dense model.
 
-NxD's parallel layers are replaced by a TEST STAND-IN with their shapes and semantics (tests/nxd_standin.py):
+NxD's parallel layers are replaced by a TEST STAND-IN with their shapes and semantics (tests/helpers/nxd_standin.py):
 this checks how we split the model, not neuronx-distributed, which cannot be installed here."""
 
 import json
@@ -47,7 +47,7 @@ def test_heads_that_do_not_split_are_refused(standin, monkeypatch):
 def test_tp2_split_model_matches_dense_in_two_processes(tiny_generator, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}",
-           str(ROOT / "tests" / "tp_check.py"), tiny_generator, str(tmp_path)]
+           str(ROOT / "tests" / "helpers" / "tp_check.py"), tiny_generator, str(tmp_path)]
     run = subprocess.run(cmd, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
     assert (tmp_path / "ok-0").exists() and (tmp_path / "ok-1").exists()
@@ -61,7 +61,7 @@ def _run(cmd, out_dir):
 
 @pytest.mark.slow
 def test_training_loop_with_tensor_parallel_2_matches_one_dense_process(tmp_path):
-    """The whole loop (neuron engine, TP 2, stand-in SDK from tests/nxd_train.py) against the torch engine."""
+    """The whole loop (neuron engine, TP 2, stand-in SDK from tests/helpers/nxd_train.py) against the torch engine."""
     common = ["--config", str(ROOT / "configs" / "tiny.yaml"), *make_run_inputs(tmp_path), "--train.max_steps=4",
               "--train.global_batch_size=4", "--train.micro_batch_size=2", "--train.log_every=1",
               "--optim.max_grad_norm=0", "--train.eval_every=0"]
@@ -70,7 +70,7 @@ def test_training_loop_with_tensor_parallel_2_matches_one_dense_process(tmp_path
               f"--engine.neuron_config={tmp_path / 'tp2.yaml'}"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                 "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}",
-                str(ROOT / "tests" / "nxd_train.py")]
+                str(ROOT / "tests" / "helpers" / "nxd_train.py")]
     dense = _run([sys.executable, "-m", "scaledown.train", *common, "--model.lora_dropout=0",
                   "--engine.backend=torch", f"--train.output_dir={tmp_path / 'dense'}"], tmp_path / "dense")
     split = _run([*torchrun, *common, *neuron, "--model.lora_dropout=0", f"--train.output_dir={tmp_path / 'tp'}"],
@@ -79,7 +79,7 @@ def test_training_loop_with_tensor_parallel_2_matches_one_dense_process(tmp_path
     assert want.keys() == got.keys() == {1, 2, 3, 4}
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-4), (step, want, got)
-    assert "eval/accuracy" in split["eval"]  # the final eval ran (greedy answers under TP: tests/tp_check.py)
+    assert "eval/accuracy" in split["eval"]  # the final eval ran (greedy answers under TP: tests/helpers/tp_check.py)
     exported = ScaleDownModel.from_pretrained(tmp_path / "tp" / "export")
     reference = ScaleDownModel.from_pretrained(tmp_path / "dense" / "export")
     for (name, a), b in zip(exported.state_dict().items(), reference.state_dict().values()):

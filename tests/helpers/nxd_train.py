@@ -1,8 +1,8 @@
 """`scaledown.train` with the neuron engine on CPU, against a TEST STAND-IN for the Neuron SDK.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/nxd_train.py --config ... --engine.backend=neuron
+    python -m torch.distributed.run --nproc_per_node 2 tests/helpers/nxd_train.py --config ... --engine.backend=neuron
 
-The stand-in: NxD's parallel layers from tests/nxd_standin.py (the whole world is one tensor-parallel group, so
+The stand-in: NxD's parallel layers from tests/helpers/nxd_standin.py (the whole world is one tensor-parallel group, so
 data-parallel size 1); the XLA device is the CPU and the "xla" process group is gloo; `mark_step` runs the step
 closures; NxD's trainer builds the model with `model_fn` and optimises with AdamW, checkpoints with torch.save.
 After every update the optimizer checks OUR invariant: parameters that are not split are identical on every

@@ -1,7 +1,7 @@
-"""The tensor-parallel model builder against the dense model, on the NxD TEST STAND-IN (tests/nxd_standin.py).
+"""The tensor-parallel model builder against the dense model, on the NxD TEST STAND-IN (tests/helpers/nxd_standin.py).
 
 Run in one process (tensor-parallel size 1) or under torchrun (size = world size, gloo):
-    python -m torch.distributed.run --nproc_per_node 2 tests/tp_check.py GENERATOR OUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 tests/helpers/tp_check.py GENERATOR OUT_DIR
 Each rank checks losses, every trainable gradient (against its split of the dense gradient), greedy answers
 and the gathered export, then writes OUT_DIR/ok-RANK. With `--nxd` (a Trn1 with the Neuron SDK; never run yet)
 it uses NxD's real layers on NeuronCores instead of the stand-in.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Slurm (Debian's slurm-wlm) on this one machine for the tests: NNODES slurmd daemons, each in its own
 # UTS namespace so `hostname` is its node name, with node names on loopback addresses in /etc/hosts.
-#   tests/slurm_local.sh up|down       (root; installs slurm-wlm and munge with apt-get when missing)
+#   tests/helpers/slurm_local.sh up|down       (root; installs slurm-wlm and munge with apt-get when missing)
 set -euo pipefail
 DIR=${SLURM_LOCAL_DIR:-/tmp/scaledown-slurm}
 NNODES=${NNODES:-2}
