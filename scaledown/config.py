@@ -369,7 +369,7 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
     if value is None and "None" in kinds:
         return None
     try:
-        if "float" in kinds and isinstance(value, (str, int)) and not isinstance(value, bool):
+        if "float" in kinds and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return float(value)
         if "int" in kinds and isinstance(value, str):
             return int(value)
@@ -381,7 +381,7 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
         raise ConfigError(f"{where}={value!r}: expected true or false")
     if "int" in kinds and not isinstance(value, int):
         raise ConfigError(f"{where}={value!r}: expected an integer")
-    if "str" in kinds and not isinstance(value, str) and not ("float" in kinds and isinstance(value, float)):
+    if "str" in kinds and not isinstance(value, str):
         raise ConfigError(f"{where}={value!r}: expected a string")
     return value
 

@@ -44,7 +44,8 @@ def get_logger(name: str) -> logging.Logger:
         handler.addFilter(_Ranks())
         root.addHandler(handler)
         root.propagate = False
-        set_level(os.environ.get("SCALEDOWN_LOG_LEVEL", "INFO"))
+        if root.level == logging.NOTSET:  # not set by --log_level already
+            set_level(os.environ.get("SCALEDOWN_LOG_LEVEL", "INFO"))
     return logging.getLogger(name)
 
 
@@ -65,7 +66,6 @@ def pop_log_level(argv: list[str]) -> list[str]:
                 if i + 1 >= len(argv):
                     raise SystemExit(f"{flag} needs a value")
                 value, i = argv[i + 1], i + 1
-            get_logger("scaledown")
             set_level(value)
         else:
             out.append(argv[i])
