@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from scaledown.data.mapped import content_fingerprint
+from scaledown.data.schema import umask_modes
 from scaledown.engine.base import Engine, rng_state, set_rng_state
 from scaledown.log import get_logger
 
@@ -118,6 +119,7 @@ class Checkpointer:
             config.save(tmp / "config.yaml")
         self.engine.barrier()
         if self.engine.is_main:
+            umask_modes(tmp)
             write_manifest(tmp)  # last: it vouches for every file the ranks wrote
             tmp.rename(final)  # the commit point: only now is the checkpoint visible to resume
             for old in complete_checkpoints(self.root)[: -self.keep_last]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from scaledown.config import ConfigError
 from scaledown.flags import parse_train_args
 from scaledown.log import pop_log_level
 
@@ -25,17 +26,38 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("scaledown")
+    except PackageNotFoundError:  # run from a checkout without `pip install -e .`
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> None:
     import importlib
 
     argv = pop_log_level(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"scaledown {version()}")
+        return
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"scaledown: unknown command {argv[0]!r} (commands: {', '.join(COMMANDS)}; scaledown --help says "
+              "what each does)", file=sys.stderr)
+        raise SystemExit(2)
+    if not argv or argv[0] not in COMMANDS:
         lines = [f"  {name:<16}{text}" for name, (_, text) in COMMANDS.items()]
-        print("usage: scaledown COMMAND [ARGS]   (scaledown COMMAND --help for its arguments)\n\ncommands:\n"
-              + "\n".join(lines))
+        print("usage: scaledown [--version] COMMAND [ARGS]   (scaledown COMMAND --help for its arguments)\n\n"
+              "commands:\n" + "\n".join(lines))
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     if argv[0] == "train":  # parsed first: `scaledown train --help` answers without loading torch
-        cfg = parse_train_args(argv[1:])
+        try:
+            cfg = parse_train_args(argv[1:])
+        except ConfigError as err:  # a usage error in one line, as argparse gives them
+            print(f"scaledown train: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         from scaledown.train import train
 
         train(cfg)

@@ -300,6 +300,8 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self):
+        self.engine.deepspeed_config = packaged(self.engine.deepspeed_config)
+        self.engine.neuron_config = packaged(self.engine.neuron_config)
         if self.optim.lr_compressor is None:
             self.optim.lr_compressor = 5e-5 if self.model.compressor == "n_layers" else 1e-4
         if self.train.global_batch_size % self.train.micro_batch_size:
@@ -333,10 +335,13 @@ class Config:
             if value and not Path(value).exists() and local:
                 raise ConfigError(f"{name}={value}: no such file or folder")
 
-    def save(self, path: str | Path) -> None:
+    def to_yaml(self) -> str:
         data = self.to_dict()
         data["optim"]["betas"] = list(data["optim"]["betas"])
-        Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Config:
@@ -353,6 +358,22 @@ class Config:
             values = {k: _coerce(v, types[k], f"{source}: {name}.{k}") for k, v in (values or {}).items()}
             kwargs[name] = section_cls(**values)
         return cls(**kwargs)
+
+
+PACKAGED = ("configs", "ds_configs", "neuron_configs")
+
+
+def packaged(path: str) -> str:
+    """`path` itself when it exists here; else, for a relative path into one of the default config folders, the
+    copy installed with the package (`pip install scaledown` ships them as scaledown/configs, ...) or in the
+    checkout this package runs from. `scaledown train --config configs/tiny.yaml` so works from any directory."""
+    if not path or Path(path).exists() or Path(path).is_absolute() or Path(path).parts[0] not in PACKAGED:
+        return path
+    package = Path(__file__).resolve().parent
+    for candidate in (package / path, package.parent / path):
+        if candidate.exists():
+            return str(candidate)
+    return path
 
 
 def looks_local(name: str) -> bool:
@@ -397,7 +418,7 @@ def config_parser(prog: str | None = None, description: str | None = None):
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # the field docstrings become the help
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML or JSON config file (defaults: the paper's)")
     for name, section in _SECTIONS.items():
         parser.add_class_arguments(section, name, instantiate=False)
@@ -410,10 +431,15 @@ def _list_fields() -> set[str]:
 
 
 def normalise_args(args: list[str]) -> list[str]:
-    """`--optim.betas=0.9,0.95` -> `--optim.betas=[0.9,0.95]`: list fields also take comma-separated values."""
+    """`--optim.betas=0.9,0.95` -> `--optim.betas=[0.9,0.95]`: list fields also take comma-separated values;
+    `--config configs/x.yaml` finds the packaged copy from outside the checkout."""
     lists, out = _list_fields(), []
     for i, arg in enumerate(args):
         key, sep, value = arg.partition("=")
+        if key == "--config" and sep:
+            arg = f"--config={packaged(value)}"
+        elif i and args[i - 1] == "--config":
+            arg = packaged(arg)
         if not sep and i and args[i - 1].lstrip("-") in lists:  # `--optim.betas 0.9,0.95`
             key, value = None, arg
         if (key is None or key.lstrip("-") in lists) and value and not value.lstrip().startswith("["):
@@ -427,6 +453,11 @@ def parse_config(args: list[str], parser=None) -> Config:
     from jsonargparse import ArgumentError
 
     parser = parser or config_parser()
+    if any(a == "--print_config" or a.startswith("--print_config=") for a in args):
+        # Printed from the validated Config (jsonargparse's own would print what the checks below refuse).
+        cfg = parse_config([a for a in args if not a.startswith("--print_config")], parser)
+        print(cfg.to_yaml(), end="")
+        raise SystemExit(0)
     try:
         namespace = parser.parse_args(normalise_args(args))
     except ArgumentError as err:
@@ -438,6 +469,7 @@ def parse_config(args: list[str], parser=None) -> Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """A YAML or JSON config file (or the defaults when path is None) with `--section.field=value` overrides."""
+    path = packaged(str(path)) if path else path
     if path and not Path(path).is_file():
         raise ConfigError(f"{path}: no such config file")
     return parse_config((["--config", str(path)] if path else []) + list(overrides or []))

@@ -83,13 +83,17 @@ def test_none_and_bools_parse(tmp_path):
 def test_help_lists_every_field_with_its_docstring(capsys):
     import dataclasses
 
-    from scaledown.config import _SECTIONS, config_parser
+    from scaledown.config import _SECTIONS, config_parser, parse_config
 
     text = config_parser("scaledown train").format_help()
     for name, section in _SECTIONS.items():
         for f in dataclasses.fields(section):
             assert f"--{name}.{f.name}" in text, f"{name}.{f.name} missing from --help"
     assert "N for the `n_layers` compressor" in text and "default: 8" in text
-    with pytest.raises(SystemExit):
-        config_parser().parse_args(["--train.max_steps=7", "--print_config"])
-    assert "max_steps: 7" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        parse_config(["--train.max_steps=7", "--print_config"])
+    assert done.value.code == 0 and "max_steps: 7" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="dtype"):  # validated before it is printed
+        parse_config(["--model.dtype=bf16", "--print_config"])
+    with pytest.raises(ConfigError, match="unrecognized arguments: --train.max_step=7"):  # no prefix matching
+        parse_config(["--train.max_step=7"])

@@ -1,9 +1,11 @@
 """The OSCAR model on small configs: compressor, splicing, labels, gradients, overfitting, save/load."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +246,25 @@ def test_memory_norm_auto_rescales_memory_to_the_embedding_norm_and_the_export_k
     for bad in ("-1", "big"):
         with pytest.raises(ConfigError, match="model.memory_norm"):
             ModelConfig(memory_norm=bad)
+
+
+def test_export_adapter_loads_with_plain_peft_from_another_directory_and_files_follow_the_umask(
+        model_config, tiny_generator, tmp_path, monkeypatch):
+    from peft import AutoPeftModelForCausalLM
+
+    # The base model by a relative path, as a config in the checkout names it.
+    base = Path(tiny_generator)
+    monkeypatch.chdir(base.parent)
+    model = ScaleDownModel.build(model_config(generator=base.name))
+    old = os.umask(0o022)
+    try:
+        model.save_pretrained(tmp_path / "export")
+    finally:
+        os.umask(old)
+    files = [f for f in (tmp_path / "export").rglob("*") if f.is_file()]
+    assert files and {oct(f.stat().st_mode & 0o777) for f in files} == {"0o644"}
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recorded base path must still resolve
+    settings = json.loads((tmp_path / "export" / "adapter" / "adapter_config.json").read_text())
+    assert settings["base_model_name_or_path"] == str(base.resolve())
+    lm = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "export" / "adapter"))
+    assert any("lora_A" in name for name, _ in lm.named_parameters())

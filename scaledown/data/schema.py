@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -290,6 +291,16 @@ def atomic_write(path: str | Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def umask_modes(folder: str | Path) -> None:
+    """Give every file under `folder` the mode a plain `open()` would (0644 under umask 022): safetensors writes
+    0600, which teammates on a shared cluster cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in Path(folder).rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~mask)
 
 
 def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:

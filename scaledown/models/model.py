@@ -21,7 +21,7 @@ from torch import nn
 from scaledown.config import ConfigError, ModelConfig
 from scaledown.data.collate import (IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, label_window,
                                    memory_tokens)
-from scaledown.data.schema import Record
+from scaledown.data.schema import Record, umask_modes
 from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, position_ids_from_mask
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
 
@@ -230,9 +230,16 @@ class ScaleDownModel(nn.Module):
         save_file(self.extra_state(), str(path / "extra.safetensors"))
         # The added embedding rows are in extra.safetensors: keep peft from saving whole embedding matrices.
         self.generator.save_pretrained(str(path / "adapter"), save_embedding_layers=False)
+        # peft records the path the base model was loaded by (often relative): the config's resolved one
+        # lets `PeftModel.from_pretrained` / `AutoPeftModelForCausalLM` load the adapter from any directory.
+        adapter_config = path / "adapter" / "adapter_config.json"
+        settings = json.loads(adapter_config.read_text())
+        settings["base_model_name_or_path"] = fields["generator"]
+        adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True))
         self.tokenizer.save_pretrained(str(path / "tokenizer"))
         if self.compressor_tokenizer is not self.tokenizer:
             self.compressor_tokenizer.save_pretrained(str(path / "compressor_tokenizer"))
+        umask_modes(path)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, generator: str | None = None, trainable: bool = False,
