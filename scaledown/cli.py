@@ -4,6 +4,7 @@ estimate (the training flags, with the original ScaleDown code's as aliases: sca
     scaledown build --corpus kilt.jsonl --queries q.tsv --out runs/data     # torchrun --no-python scaledown build
     scaledown train --config configs/tiny.yaml --train.max_steps=20          # --help lists every config field
     scaledown eval --model runs/x/export --data eval.jsonl
+    scaledown predict --model runs/x/export --data queries.jsonl --out answers.jsonl
     scaledown report runs/x
     scaledown estimate --config configs/small_gpu.yaml
 """
@@ -21,6 +22,7 @@ COMMANDS = {
     "prepare_dataset": ("scaledown.build.prepare_dataset", "the original code's dataset command, on the build"),
     "train": ("scaledown.train", "train from a config (the deepspeed launcher: launchers/train_gpu.py)"),
     "eval": ("scaledown.eval", "answer metrics of an export on gold answers, next to baselines"),
+    "predict": ("scaledown.eval.predict", "answers of an export for new questions (torchrun-sharded)"),
     "report": ("scaledown.eval.report", "report.md and loss.png of a run folder"),
     "estimate": ("scaledown.estimate", "model-state memory per GPU for each ZeRO stage and offload choice"),
 }

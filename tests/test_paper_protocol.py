@@ -257,3 +257,28 @@ def test_eval_under_torchrun_shards_records_and_gathers_the_same_table(eval_expo
         assert run.returncode == 0, run.stderr[-3000:]
         outs.append(json.loads(out.read_text()))
     assert outs[0] == outs[1]
+
+
+@pytest.mark.slow
+def test_predict_under_torchrun_writes_the_same_answers_as_one_rank_and_as_python(eval_export, tmp_path):
+    from scaledown.models.model import ScaleDownModel
+
+    outs = []
+    for nproc in (1, 2):
+        out = tmp_path / f"answers{nproc}.jsonl"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--rdzv_backend",
+               "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "-m", "scaledown.cli", "predict", "--model",
+               str(eval_export / "export"), "--data", str(eval_export / "eval.jsonl"), "--device", "cpu",
+               "--max-new-tokens", "3", "--batch-size", "2", "--num-documents", "4", "--out", str(out)]
+        run = subprocess.run(cmd, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+    rows = [json.loads(line) for line in outs[0].splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(5)]
+    # The same answers from Python, several queries at once.
+    model = ScaleDownModel.from_pretrained(eval_export / "export", dtype="float32").eval()
+    records = [json.loads(line) for line in (eval_export / "eval.jsonl").read_text().splitlines()]
+    answers = model.answer([r["query"] for r in records], [r["documents"][:4] for r in records], batch_size=2,
+                           max_new_tokens=3)
+    assert answers == [r["answer"] for r in rows]

@@ -31,6 +31,33 @@ def setup_device(requested: str | None) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def sharded(records: list, rank: int, world: int, work) -> list | None:
+    """`work(shard)` on this rank's records (every world-th, from `rank`), one result per record; on rank 0 all
+    results in the records' order, elsewhere None."""
+    mine = list(range(rank, len(records), world))
+    rows = list(zip(mine, work([records[i] for i in mine])))
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, rows)
+        rows = sorted((row for part in gathered for row in part), key=lambda row: row[0])
+    return [result for _, result in rows] if rank == 0 else None
+
+
+def run_ranks(main_of_rank, device: str | None):
+    """`main_of_rank(rank, world, device)` with the process group of a torchrun launch, closed at the end."""
+    rank, world, device = setup_device(device)
+    try:
+        result = main_of_rank(rank, world, device)
+        if world > 1:
+            torch.distributed.barrier()  # ranks leave together: rank 0 may still be writing when the others end
+        return result
+    finally:
+        # A rank that exits with its gloo process group alive can abort at interpreter exit ("terminate called
+        # without an active exception", SIGABRT) while its threads are destroyed: close it first.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def load_model(path: str, generator: str | None, device: torch.device, dtype: str | None):
     """An export on `device`; on a CPU the default dtype is float32 (no fast bf16 matmul there)."""
     from scaledown.models.model import ScaleDownModel
@@ -70,17 +97,7 @@ def main(argv=None):
 
     args = parser().parse_args(pop_log_level(sys.argv[1:] if argv is None else argv))
     hf_logging.set_verbosity_error()
-    rank, world, device = setup_device(args.device)
-    try:
-        table = evaluate_export(args, rank, world, device)
-        if world > 1:
-            torch.distributed.barrier()  # ranks leave together: rank 0 may still be writing when the others end
-        return table
-    finally:
-        # A rank that exits with its gloo process group alive can abort at interpreter exit ("terminate called
-        # without an active exception", SIGABRT) while its threads are destroyed: close it first.
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    return run_ranks(lambda rank, world, device: evaluate_export(args, rank, world, device), args.device)
 
 
 def evaluate_export(args, rank: int, world: int, device: torch.device) -> dict | None:
@@ -91,40 +108,44 @@ def evaluate_export(args, rank: int, world: int, device: torch.device) -> dict |
 
     records = load_records(args.data, require_answer=False)
     records = records[: args.max_examples] if args.max_examples else records
+    if not records:
+        raise SystemExit(f"{args.data}: no records")
     for rec in records:
         references(rec)  # every record must have something to score against, checked before any compute
     model = load_model(args.model, args.generator, device, args.dtype)
-    mine = list(range(rank, len(records), world))
-    shard = [records[i] for i in mine]
     k = args.num_documents
-    systems = {"compressed": generate_answers(model, shard, args.batch_size, args.max_new_tokens, k)}
-    if args.uncompressed:
-        systems["uncompressed"] = generate_uncompressed(model, shard, args.batch_size, args.max_new_tokens, k)
+    teacher = None
     if args.teacher:
         teacher = {r.id: r.answer for r in load_records(args.teacher)}
-        missing = [r.id for r in shard if r.id not in teacher]
+        missing = [r.id for r in records if r.id not in teacher]
         if missing:
             raise SystemExit(f"{args.teacher}: no teacher answer for ids {missing[:5]}")
-        systems["teacher"] = [teacher[r.id] for r in shard]
     elif all(r.gold_answers and r.answer for r in records):
-        systems["teacher"] = [r.answer for r in shard]
-    judged = {}
-    if args.judge:
-        judge = Judge(args.judge, device, args.dtype, args.judge_batch_size)
-        judged = {name: judge.scores(shard, preds) for name, preds in systems.items()}
-    ndcg = []
-    if model.rerank_head is not None:
-        ndcg = [ndcg_at_k(model.rerank_scores([r.query], [r.documents[:k]])[0].tolist(), r.extra["relevance"])
-                for r in shard if isinstance(r.extra.get("relevance"), list)]
-    rows = [{"index": i, **{name: preds[j] for name, preds in systems.items()},
-             **{f"judge/{name}": s[j] for name, s in judged.items()}} for j, i in enumerate(mine)]
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, (rows, ndcg))
-        rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])
-        ndcg = [v for _, part in gathered for v in part]
+        teacher = {r.id: r.answer for r in records}
+    judge = Judge(args.judge, device, args.dtype, args.judge_batch_size) if args.judge else None
+
+    def rows_of(shard: list) -> list[dict]:
+        systems = {"compressed": generate_answers(model, shard, args.batch_size, args.max_new_tokens, k)}
+        if args.uncompressed:
+            systems["uncompressed"] = generate_uncompressed(model, shard, args.batch_size, args.max_new_tokens, k)
+        if teacher is not None:
+            systems["teacher"] = [teacher[r.id] for r in shard]
+        judged = {name: judge.scores(shard, preds) for name, preds in systems.items()} if judge else {}
+        rows = [{**{name: preds[j] for name, preds in systems.items()},
+                 **{f"judge/{name}": s[j] for name, s in judged.items()}} for j in range(len(shard))]
+        if model.rerank_head is not None:
+            for row, r in zip(rows, shard):
+                if isinstance(r.extra.get("relevance"), list):
+                    scores = model.rerank_scores([r.query], [r.documents[:k]])[0].tolist()
+                    row["ndcg"] = ndcg_at_k(scores, r.extra["relevance"])
+        return rows
+
+    rows = sharded(records, rank, world, rows_of)
     if rank != 0:
         return None
+    systems = [name for name in ("compressed", "uncompressed", "teacher") if name in rows[0]]
+    ndcg = [row["ndcg"] for row in rows if "ndcg" in row]
+    judged = args.judge is not None
     table = {}
     for name in systems:
         table[name] = summarize(score_records([r[name] for r in rows], records))

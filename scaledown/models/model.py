@@ -191,8 +191,14 @@ class ScaleDownModel(nn.Module):
         out = self.generator.generate(inputs_embeds=embeds, attention_mask=batch["gen_attention_mask"], **kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
-    def answer(self, query: str, documents: list[str], **kwargs) -> str:
-        return self.generate([query], [documents], **kwargs)[0]
+    def answer(self, query: str | list[str], documents: list[str] | list[list[str]], batch_size: int = 8,
+               **kwargs) -> str | list[str]:
+        """One answer for one query and its documents; for a list of queries (and one list of documents each),
+        their answers, generated `batch_size` at a time."""
+        if isinstance(query, str):
+            return self.generate([query], [documents], **kwargs)[0]
+        return [answer for i in range(0, len(query), batch_size)
+                for answer in self.generate(query[i:i + batch_size], documents[i:i + batch_size], **kwargs)]
 
     # ---- persistence --------------------------------------------------------------------------------------
     def export_parameters(self) -> list[nn.Parameter]:
