@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import random
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -139,7 +141,7 @@ def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.
 
 
 def log_step(engine: Engine, meter: Meter, tb: TensorBoard, bar, history: list, step: int,
-             losses: dict[str, torch.Tensor]) -> None:
+             losses: dict[str, torch.Tensor], clock: Clock) -> None:
     # all_reduce and grad_norm read device values (a host sync): logging steps only, after the step ran.
     logged = engine.all_reduce({**{f"train/{k}": v for k, v in losses.items()}, **meter.summary()})
     logged.update({"train/grad_norm": engine.grad_norm() or 0.0,
@@ -147,7 +149,30 @@ def log_step(engine: Engine, meter: Meter, tb: TensorBoard, bar, history: list, 
     tb.log(logged, step)
     history.append({"step": step, **logged})
     bar.set_postfix(loss=f"{logged['train/loss']:.4f}")
+    log.info(metric_line(step, clock, logged))
     meter.reset()
+
+
+@dataclass
+class Clock:
+    """Where the run stands in time: the ETA of the metric line counts only the steps of this process."""
+    first_step: int
+    total_steps: int
+    start: float = field(default_factory=time.perf_counter)
+
+    def eta(self, step: int) -> str:
+        done = step - self.first_step
+        left = (time.perf_counter() - self.start) / max(done, 1) * (self.total_steps - step)
+        return str(datetime.timedelta(seconds=round(left)))
+
+
+def metric_line(step: int, clock: Clock, logged: dict[str, float]) -> str:
+    """One line per logging step, for Slurm logs and terminals alike (the same figures go to TensorBoard)."""
+    mfu = logged.get("perf/mfu")
+    return (f"step {step}/{clock.total_steps} loss {logged['train/loss']:.4f} lr "
+            f"{logged['train/lr_compressor']:.2e}/{logged['train/lr_generator']:.2e} (compressor/generator) "
+            f"grad_norm {logged['train/grad_norm']:.3f} tokens/s {logged['perf/tokens_per_s_per_device']:.0f}"
+            f" per device, mfu {'-' if mfu is None else f'{100 * mfu:.1f}%'}, eta {clock.eta(step)}")
 
 
 def micro_batches(loader: DataLoader, sampler: ShardedSampler):
@@ -285,6 +310,10 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     `model` and `records` (validated Records) replace building the model and loading data.train_path / eval_path
     (the Python API of scaledown/compat.py passes them)."""
     cfg.check_paths(need_train_path=records is None)
+    if not sys.stderr.isatty():  # Slurm .out files: the libraries' progress bars would pile up there too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     engine = make_engine(cfg)
     engine.setup()
     log.info("rank %d/%d on %s, engine %s", engine.rank, engine.world_size, socket.gethostname(), engine.name,
@@ -348,12 +377,25 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
                 (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
     meter = Meter(FlopModel.of(engine.model, engine.tensor_parallel_size), device_peak_tflops(engine.device),
                   engine.device)
+    b = engine.batch
+    log.info("%d records, %d steps (%s), global batch %d = micro-batch %d x %d accumulation x %d data-parallel "
+             "ranks; %s on %s, %s weights%s; %s", len(records), total_steps,
+             f"resuming at step {step}" if step else f"{steps_per_epoch} per epoch", cfg.train.global_batch_size,
+             cfg.train.micro_batch_size, b.accumulation, engine.dp_size, engine.name, engine.device,
+             cfg.model.dtype, f" under {cfg.engine.autocast} autocast" if cfg.engine.autocast else "",
+             f"{len(eval_records)} eval records" if eval_records else "no eval set")
     before = None
     if eval_records and cfg.train.baseline_eval:
+        log.info("baseline evaluation before training: %d records, compressed and text baselines (answers are "
+                 "generated: the longest phase before step 1)", min(len(eval_records), cfg.data.max_eval_examples
+                                                                   or len(eval_records)))
         before = baseline(engine, eval_records, cfg, tb, out_dir, step)
     batches = micro_batches(loader, sampler)
-    bar = tqdm(total=total_steps, initial=step, disable=not engine.is_main, desc="train", file=sys.stdout)
+    # A bar on a terminal only: in a Slurm .out file its redraws pile up; the metric lines say the same there.
+    bar = tqdm(total=total_steps, initial=step, disable=not (engine.is_main and sys.stdout.isatty()), desc="train",
+               file=sys.stdout)
     history, eval_history = [], []
+    clock = Clock(step, total_steps)
     while step < total_steps:
         losses = train_step(model, engine, batches, meter)
         step += 1
@@ -361,7 +403,7 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
         # Logging and checkpointing read the step's results: on XLA they run as closures at the step barrier.
         logging = step % cfg.train.log_every == 0 or step == total_steps
         if logging:
-            engine.after_step(log_step, engine, meter, tb, bar, history, step, losses)
+            engine.after_step(log_step, engine, meter, tb, bar, history, step, losses, clock)
         engine.mark_step()
         stop = logging and step < total_steps and stop_requested(engine)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records and not stop:
@@ -374,6 +416,8 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
         if stop:
             return stopped(engine, step, out_dir, {"history": history, "eval_history": eval_history})
     bar.close()
+    log.info("trained %d steps in %s; exporting to %s", step - clock.first_step,
+             datetime.timedelta(seconds=round(time.perf_counter() - clock.start)), out_dir / "export")
     engine.export(out_dir / "export")
     result = {"steps": step, "history": history, "eval_history": eval_history, "export": str(out_dir / "export"),
               "tensorboard": str(out_dir / "tensorboard")}
@@ -387,6 +431,10 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
             from scaledown.eval.report import write_report
 
             write_report(out_dir)
+        final = history[-1]["train/loss"] if history else float("nan")
+        log.info("done: final loss %.4f%s; export %s, TensorBoard %s", final,
+                 f", held-out accuracy {result['eval']['eval/accuracy']:.3f}" if "eval/accuracy" in
+                 result.get("eval", {}) else "", result["export"], result["tensorboard"])
     return result
 
 

@@ -28,3 +28,28 @@ def test_rank_zero_by_default_every_rank_when_marked_and_the_level_flag(monkeypa
             pop_log_level(["--log_level=loud"])
     finally:
         pop_log_level(["--log_level=info"])
+
+
+def test_a_run_without_a_terminal_logs_metric_lines_a_summary_and_an_end_line_and_no_bar(tmp_path):
+    import subprocess
+    import sys
+
+    from launch import ROOT, cpu_env, make_run_inputs
+
+    run = subprocess.run([sys.executable, "-m", "scaledown.cli", "train", "--config", "configs/tiny.yaml",
+                          *make_run_inputs(tmp_path), "--engine.backend=torch", "--model.compressor_layers=1",
+                          "--train.max_steps=4", "--train.log_every=2", "--train.global_batch_size=4",
+                          "--train.micro_batch_size=2", f"--train.output_dir={tmp_path / 'out'}",
+                          "--train.save_every=0", "--train.eval_every=0", "--data.max_eval_examples=2"],
+                         cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=600)  # pipes: as in Slurm
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if " step " in line and "loss" in line]
+    assert len(lines) == 2, run.stderr
+    assert re.search(r"step 4/4 loss \d+\.\d{4} lr \S+/\S+ \(compressor/generator\) grad_norm \d+\.\d{3} tokens/s "
+                     r"\d+ per device, mfu (\d+\.\d%|-), eta 0:00:00$", lines[1]), lines[1]
+    assert re.search(r"64 records, 4 steps \(16 per epoch\), global batch 4 = micro-batch 2 x 2 accumulation x 1 "
+                     r"data-parallel ranks; torch on cpu, float32 weights; 8 eval records", run.stderr)
+    assert "baseline evaluation before training: 2 records" in run.stderr
+    assert re.search(r"done: final loss \d+\.\d{4}, held-out accuracy \d\.\d{3}; export ", run.stderr)
+    assert "it/s]" not in run.stdout + run.stderr  # no progress bar: neither the loop's nor the libraries'
+    assert "train:" not in run.stdout

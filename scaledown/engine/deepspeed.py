@@ -18,6 +18,9 @@ import torch
 from scaledown.config import ConfigError
 from scaledown.distributed import discover
 from scaledown.engine.base import BatchPlan, Engine
+from scaledown.log import get_logger
+
+log = get_logger(__name__)
 
 
 def resolve_ds_config(source: str | Path | dict, batch: BatchPlan, max_grad_norm: float, dtype: str) -> dict:
@@ -77,6 +80,10 @@ class ZeroEngine(Engine):
 
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").absolute()))
         discover(mpi=False)  # srun without torchrun; under mpirun, DeepSpeed's own MPI discovery (mpi4py) runs
+        built = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "deepspeed_shm_comm" / "deepspeed_shm_comm.so"
+        if not torch.cuda.is_available() and not built.exists():
+            log.info("building DeepSpeed's CPU communication op into %s (once per machine: a few minutes)",
+                     built.parent)
         deepspeed.init_distributed()
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)
