@@ -17,6 +17,11 @@ from scaledown.data import prompts
 from scaledown.engine import BACKENDS
 
 
+# model.compressor -> (the paper's compressor LR, whether `model.encoder` names its weights). The modules and
+# everything else about each kind: scaledown/models/compressor.py (COMPRESSORS); this table keeps --help torch-free.
+COMPRESSOR_KINDS = {"n_layers": (5e-5, False), "encoder": (1e-4, True)}
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, malformed or inconsistent with another one."""
 
@@ -98,8 +103,8 @@ class ModelConfig:
     3.2, carried by 3 massive-activation dimensions), so the generator's layers barely move them."""
 
     def __post_init__(self):
-        if self.compressor not in ("n_layers", "encoder"):
-            raise ConfigError(f"model.compressor={self.compressor!r}: expected 'n_layers' or 'encoder'")
+        if self.compressor not in COMPRESSOR_KINDS:
+            raise ConfigError(f"model.compressor={self.compressor!r}: expected one of {', '.join(COMPRESSOR_KINDS)}")
         if self.memory_norm != "auto":
             try:
                 self.memory_norm = float(self.memory_norm)
@@ -107,8 +112,8 @@ class ModelConfig:
                 raise ConfigError(f"model.memory_norm={self.memory_norm!r}: expected a number >= 0 or 'auto'") from None
             if not self.memory_norm >= 0:
                 raise ConfigError(f"model.memory_norm={self.memory_norm}: must be >= 0 (0: off)")
-        if self.compressor == "encoder" and not self.encoder:
-            raise ConfigError("model.compressor='encoder' needs model.encoder (a path or hub id)")
+        if self.reads_encoder and not self.encoder:
+            raise ConfigError(f"model.compressor={self.compressor!r} needs model.encoder (a path or hub id)")
         _at_least("model", self, 1, "compressor_layers", "num_memory_tokens", "max_doc_tokens", "max_query_tokens",
                   "max_answer_tokens", "lora_r", "projection_hidden")
         _at_least("model", self, 0, "rerank_weight")
@@ -127,6 +132,11 @@ class ModelConfig:
                 prompts.split_template(getattr(self, name), *fields)
             except ValueError as err:
                 raise ConfigError(f"model.{name}: {err}") from None
+
+    @property
+    def reads_encoder(self) -> bool:
+        """Whether the compressor's weights come from `model.encoder` (else from the generator)."""
+        return COMPRESSOR_KINDS[self.compressor][1]
 
     @property
     def compression_rate(self) -> float:
@@ -303,7 +313,7 @@ class Config:
         self.engine.deepspeed_config = packaged(self.engine.deepspeed_config)
         self.engine.neuron_config = packaged(self.engine.neuron_config)
         if self.optim.lr_compressor is None:
-            self.optim.lr_compressor = 5e-5 if self.model.compressor == "n_layers" else 1e-4
+            self.optim.lr_compressor = COMPRESSOR_KINDS[self.model.compressor][0]
         if self.train.global_batch_size % self.train.micro_batch_size:
             raise ConfigError(f"train.global_batch_size={self.train.global_batch_size} is not a multiple of "
                               f"train.micro_batch_size={self.train.micro_batch_size}")
@@ -322,7 +332,7 @@ class Config:
         """Before anything loads: every local path the run reads must exist (hub ids are left to the hub)."""
         paths = {"data.train_path": self.data.train_path, "data.eval_path": self.data.eval_path,
                  "model.generator": self.model.generator, "train.init_from": self.train.init_from}
-        if self.model.compressor == "encoder":
+        if self.model.reads_encoder:
             paths["model.encoder"] = self.model.encoder
         if self.engine.backend == "deepspeed":
             paths["engine.deepspeed_config"] = self.engine.deepspeed_config

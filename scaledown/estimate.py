@@ -38,9 +38,9 @@ def _largest(module: nn.Module) -> int:
 
 def count(cfg) -> Counts:
     """Parameter counts of the run `cfg` describes, from the configs of its models only."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from scaledown.models.compressor import decoder_backbone
+    from scaledown.models.compressor import COMPRESSORS
 
     m = cfg.model
     try:
@@ -58,17 +58,7 @@ def count(cfg) -> Counts:
                and (targets is None or any(name.endswith(t) for t in targets)))
     hidden = config.hidden_size
     trainable = lora + (hidden + 1 if m.rerank else 0)  # the generator's few added embedding rows stay frozen
-    if m.compressor == "n_layers":
-        backbone = decoder_backbone(lm)
-        trainable += backbone.embed_tokens.weight.numel() + sum(_params(layer) for layer in
-                                                                backbone.layers[: m.compressor_layers])
-    else:
-        enc_config = AutoConfig.from_pretrained(m.encoder, trust_remote_code=m.trust_remote_code)
-        with torch.device("meta"):
-            encoder = AutoModel.from_config(enc_config, trust_remote_code=m.trust_remote_code)
-        width = enc_config.hidden_size
-        trainable += _params(encoder) + width * m.projection_hidden + m.projection_hidden
-        trainable += m.projection_hidden * hidden + hidden
+    trainable += COMPRESSORS[m.compressor].count_trainable(m, lm)
     weight_bytes = 4 if m.dtype == "float32" else 2
     return Counts(_params(lm), trainable, _largest(lm), weight_bytes)
 

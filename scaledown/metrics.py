@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from scaledown.data.collate import label_window
-from scaledown.models.compressor import NLayersCompressor
 
 # Dense bf16 peak per device, TFLOP/s.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -63,8 +62,7 @@ class FlopModel:
         gen = model.generator
         gcfg = gen.get_base_model().config
         ccfg = comp.backbone.config
-        # Only the n-layers compressor is split; an encoder compressor is replicated on every device.
-        comp_split = tensor_parallel if isinstance(comp, NLayersCompressor) else 1
+        comp_split = tensor_parallel if comp.split_by_tensor_parallel else 1  # else replicated on every device
         head = gen.get_output_embeddings()
         head = getattr(head.weight, "ds_numel", head.weight.numel()) if _is_linear(head) else 0
         return cls(comp_trained=linear_params(comp), comp_layers=ccfg.num_hidden_layers,

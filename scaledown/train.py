@@ -76,11 +76,10 @@ def check_context(cfg: Config, generator_config) -> None:
     """The rows' token budgets must fit the models' context lengths (a lower bound: prompt text comes on top).
     Compressor rows hold the query, the document and the memory tokens; generator rows the k x l memory slots,
     the query and the answer."""
-    from transformers import AutoConfig
+    from scaledown.models.compressor import COMPRESSORS
 
     m, k = cfg.model, max(cfg.data.num_documents, cfg.data.eval_num_documents)
-    compressor = generator_config if m.compressor == "n_layers" else \
-        AutoConfig.from_pretrained(m.encoder, trust_remote_code=m.trust_remote_code)
+    compressor = COMPRESSORS[m.compressor].source_config(m, generator_config)
     rows = {"compressor": (m.max_query_tokens + m.max_doc_tokens + m.num_memory_tokens + 1, compressor,
                            "model.max_query_tokens + model.max_doc_tokens + model.num_memory_tokens + 1"),
             "generator": (k * m.num_memory_tokens + m.max_query_tokens + m.max_answer_tokens, generator_config,
@@ -99,13 +98,7 @@ def preflight(cfg: Config, records) -> None:
 
     m = cfg.model
     generator = AutoConfig.from_pretrained(m.generator, trust_remote_code=m.trust_remote_code)
-    check_context(cfg, generator)
-    if cfg.model.compressor == "n_layers":
-        depth = generator.num_hidden_layers
-        if not cfg.model.compressor_layers < depth:
-            raise ConfigError(f"model.compressor_layers={cfg.model.compressor_layers}: the generator "
-                              f"{cfg.model.generator} has {depth} decoder layers; the n_layers compressor copies "
-                              f"at most {depth - 1} of them")
+    check_context(cfg, generator)  # also refuses a compressor the generator cannot hold (source_config)
     if cfg.model.rerank:
         if hasattr(records, "missing_scores"):
             missing, first = records.missing_scores()  # a column count, not a pass over the records

@@ -77,3 +77,31 @@ def test_the_leaves_still_answer_to_the_original_import_paths():
     from scaledown.data.retrieval import SPLADERetriever  # noqa: F401
     from scaledown.data.teacher import generate_teacher_answers  # noqa: F401
     from scaledown.training import ScaleDownTrainer  # noqa: F401
+
+
+def test_a_compressor_kind_is_named_in_its_registry_and_the_config_table_only():
+    """Adding a compressor kind touches 2 files (scaledown/models/compressor.py: the class and COMPRESSORS;
+    scaledown/config.py: COMPRESSOR_KINDS). Elsewhere no code asks which kind it holds: no comparison with a
+    kind's name, no isinstance on a compressor class. The original code's translation layer (compat.py, flags.py)
+    speaks its own vocabulary (`--compressor_type n_layers|modernbert`) and is left out."""
+    from scaledown.config import COMPRESSOR_KINDS
+    from scaledown.models.compressor import COMPRESSORS
+
+    assert set(COMPRESSORS) == set(COMPRESSOR_KINDS)
+    classes = {cls.__name__ for cls in COMPRESSORS.values()}
+    allowed = {"scaledown/models/compressor.py", "scaledown/config.py", "scaledown/compat.py", "scaledown/flags.py"}
+    asked = []
+    for path in PACKAGE.rglob("*.py"):
+        where = str(path.relative_to(ROOT))
+        if where in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                names += [e.value for c in node.comparators if isinstance(c, (ast.Tuple, ast.List, ast.Set))
+                          for e in c.elts if isinstance(e, ast.Constant)]
+                asked += [f"{where}:{node.lineno} compares with {n!r}" for n in names if n in COMPRESSOR_KINDS]
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
+                asked += [f"{where}:{node.lineno} isinstance {n.id}" for n in ast.walk(node)
+                          if isinstance(n, ast.Name) and n.id in classes]
+    assert not asked, asked

@@ -2,6 +2,13 @@
 
 Inputs are left-padded, so the memory tokens (and `<RR>`) are always the last positions of every row; position
 ids are counted from the attention mask, so a padded row sees the same positions as the row run alone.
+
+`COMPRESSORS` maps `model.compressor` to its class. A class says everything the rest of the code needs to know
+about its kind: how to build it from a config (`create`) or an export (`restore`), what an export records
+about it (`export_meta`), its model config (`source_config`: the context check), its trainable parameter count
+before any weight loads (`count_trainable`: the memory estimate), whether tensor parallelism splits it
+(`split_by_tensor_parallel`) and whether it reads `[CLS] query [SEP] document [SEP]` pairs (`encoder_pairs`).
+A new kind: a class here, its line in `COMPRESSORS`, and its name and paper LR in `config.COMPRESSOR_KINDS`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,20 @@ import copy
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+
+def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
+    """Make room for the added tokens; never shrink (many checkpoints pad the vocabulary past the tokenizer).
+    The new rows are drawn from a fixed seed: the generator's stay frozen and are left out of checkpoints, so a
+    resume must rebuild them identically whatever the caller's random state."""
+    if vocab_size > model.get_input_embeddings().weight.shape[0]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
+
+
+def _params(module: nn.Module) -> int:
+    return sum({id(p): p.numel() for p in module.parameters()}.values())  # tied weights once
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -30,9 +51,45 @@ class NLayersCompressor(nn.Module):
     and the memory embeddings are spliced in where the generator's own first-layer inputs would be.
     """
 
+    encoder_pairs = False
+    split_by_tensor_parallel = True  # its layers are the generator's: split the same way
+
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
+
+    @classmethod
+    def create(cls, config, lm, tokenizer, special: list[str], placeholder: str):
+        """(compressor, its tokenizer) for a new model: the generator's tokenizer, grown by the memory tokens."""
+        tokenizer.add_special_tokens({"additional_special_tokens": special + [placeholder]})
+        grow(lm, len(tokenizer))
+        return cls.from_generator(lm, config.compressor_layers), tokenizer
+
+    @classmethod
+    def restore(cls, config, lm, tokenizer, path, meta: dict):
+        """(compressor, its tokenizer) shaped as the export at `path` (weights loaded by the caller)."""
+        return cls.empty(lm.config, config.compressor_layers, lm.dtype), tokenizer
+
+    def export_meta(self) -> dict:
+        return {}
+
+    @staticmethod
+    def source_config(config, generator_config):
+        """The HF config of what this compressor is made of; refuses a compressor deeper than the generator."""
+        depth = generator_config.num_hidden_layers
+        if not config.compressor_layers < depth:
+            from scaledown.config import ConfigError
+
+            raise ConfigError(f"model.compressor_layers={config.compressor_layers}: the generator {config.generator} "
+                              f"has {depth} decoder layers; the n_layers compressor copies at most {depth - 1} of them")
+        return generator_config
+
+    @staticmethod
+    def count_trainable(config, meta_lm) -> int:
+        """Trainable parameters, from the generator built on the meta device: its embeddings and first N layers."""
+        backbone = decoder_backbone(meta_lm)
+        return backbone.embed_tokens.weight.numel() + sum(_params(layer) for layer in
+                                                          backbone.layers[: config.compressor_layers])
 
     @classmethod
     def empty(cls, generator_config, num_layers: int, dtype: torch.dtype) -> NLayersCompressor:
@@ -75,6 +132,9 @@ class NLayersCompressor(nn.Module):
 class EncoderCompressor(nn.Module):
     """An encoder or small LM plus a Linear -> ReLU -> Linear projection to the generator's hidden size."""
 
+    encoder_pairs = True
+    split_by_tensor_parallel = False  # small: replicated on every device
+
     def __init__(self, backbone: nn.Module, projection_hidden: int, output_size: int):
         super().__init__()
         self.backbone = backbone
@@ -82,6 +142,44 @@ class EncoderCompressor(nn.Module):
         self.projection = nn.Sequential(nn.Linear(width, projection_hidden), nn.ReLU(),
                                         nn.Linear(projection_hidden, output_size))
         self.projection.to(next(backbone.parameters()).dtype)
+
+    @classmethod
+    def create(cls, config, lm, tokenizer, special: list[str], placeholder: str):
+        """(compressor, its tokenizer) for a new model: the encoder's own tokenizer carries the memory tokens,
+        the generator's only the placeholder."""
+        from scaledown.models.generator import DTYPES, load_tokenizer
+
+        tokenizer.add_special_tokens({"additional_special_tokens": [placeholder]})
+        grow(lm, len(tokenizer))
+        compressor_tokenizer = load_tokenizer(config.encoder, config.trust_remote_code)
+        compressor_tokenizer.add_special_tokens({"additional_special_tokens": special})
+        compressor = cls.load(config.encoder, config.projection_hidden, lm.config.hidden_size, DTYPES[config.dtype],
+                              config.trust_remote_code)
+        grow(compressor.backbone, len(compressor_tokenizer))
+        return compressor, compressor_tokenizer
+
+    @classmethod
+    def restore(cls, config, lm, tokenizer, path, meta: dict):
+        from scaledown.models.generator import load_tokenizer
+
+        return (cls.empty(meta["encoder_config"], config.projection_hidden, lm.config.hidden_size, lm.dtype),
+                load_tokenizer(str(path / "compressor_tokenizer")))
+
+    def export_meta(self) -> dict:
+        return {"encoder_config": self.backbone.config.to_dict()}
+
+    @staticmethod
+    def source_config(config, generator_config):
+        return AutoConfig.from_pretrained(config.encoder, trust_remote_code=config.trust_remote_code)
+
+    @staticmethod
+    def count_trainable(config, meta_lm) -> int:
+        """The encoder (built on the meta device from its config) and the projection."""
+        enc_config = AutoConfig.from_pretrained(config.encoder, trust_remote_code=config.trust_remote_code)
+        with torch.device("meta"):
+            encoder = AutoModel.from_config(enc_config, trust_remote_code=config.trust_remote_code)
+        width, hidden, out = enc_config.hidden_size, config.projection_hidden, meta_lm.config.hidden_size
+        return _params(encoder) + width * hidden + hidden + hidden * out + out
 
     @classmethod
     def load(cls, name_or_path: str, projection_hidden: int, output_size: int, dtype: torch.dtype,
@@ -105,3 +203,6 @@ class EncoderCompressor(nn.Module):
                             position_ids=position_ids_from_mask(attention_mask))
         # Project only the memory positions: the projection is wide (8096 in the paper).
         return self.projection(out.last_hidden_state[:, -tail:])
+
+
+COMPRESSORS = {"n_layers": NLayersCompressor, "encoder": EncoderCompressor}

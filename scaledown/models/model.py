@@ -22,18 +22,8 @@ from scaledown.config import ConfigError, ModelConfig
 from scaledown.data.collate import (IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, label_window,
                                    memory_tokens)
 from scaledown.data.schema import Record, umask_modes
-from scaledown.models.compressor import EncoderCompressor, NLayersCompressor, position_ids_from_mask
+from scaledown.models.compressor import COMPRESSORS, grow, position_ids_from_mask
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
-
-
-def grow(model, vocab_size: int, mean_resizing: bool = True) -> None:
-    """Make room for the added tokens; never shrink (many checkpoints pad the vocabulary past the tokenizer).
-    The new rows are drawn from a fixed seed: the generator's stay frozen and are left out of checkpoints, so a
-    resume must rebuild them identically whatever the caller's random state."""
-    if vocab_size > model.get_input_embeddings().weight.shape[0]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
 
 
 # Settings that shape the weights of an export: a run that starts from one (train.init_from) must keep them.
@@ -72,19 +62,8 @@ class ScaleDownModel(nn.Module):
                                   config.trust_remote_code)
         base_vocab = lm.get_input_embeddings().weight.shape[0]
         special = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
-        if config.compressor == "n_layers":
-            tokenizer.add_special_tokens({"additional_special_tokens": special + [PLACEHOLDER_TOKEN]})
-            compressor_tokenizer = tokenizer
-            grow(lm, len(tokenizer))
-            compressor = NLayersCompressor.from_generator(lm, config.compressor_layers)
-        else:
-            tokenizer.add_special_tokens({"additional_special_tokens": [PLACEHOLDER_TOKEN]})
-            grow(lm, len(tokenizer))
-            compressor_tokenizer = load_tokenizer(config.encoder, config.trust_remote_code)
-            compressor_tokenizer.add_special_tokens({"additional_special_tokens": special})
-            compressor = EncoderCompressor.load(config.encoder, config.projection_hidden, lm.config.hidden_size,
-                                                DTYPES[config.dtype], config.trust_remote_code)
-            grow(compressor.backbone, len(compressor_tokenizer))
+        compressor, compressor_tokenizer = COMPRESSORS[config.compressor].create(config, lm, tokenizer, special,
+                                                                                  PLACEHOLDER_TOKEN)
         if config.memory_norm == "auto":  # resolved once, here, so the export records the number
             weight = lm.get_input_embeddings().weight[:base_vocab]
             if weight.numel() == 0 or weight.is_meta:
@@ -108,7 +87,7 @@ class ScaleDownModel(nn.Module):
         return Collator(self.tokenizer, self.compressor_tokenizer, c.num_memory_tokens, c.max_doc_tokens,
                         c.max_query_tokens, c.max_answer_tokens, c.system_prompt, c.user_template, c.doc_separator,
                         c.compressor_template, num_documents, c.rerank, with_answers,
-                        encoder_pairs=c.compressor == "encoder")
+                        encoder_pairs=self.compressor.encoder_pairs)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by optimizer group: the compressor (and rerank head) and the generator's LoRA."""
@@ -226,9 +205,7 @@ class ScaleDownModel(nn.Module):
         for name in ("generator", "encoder"):  # a local folder as an absolute path: the export loads from anywhere
             if fields[name] and Path(fields[name]).exists():
                 fields[name] = str(Path(fields[name]).resolve())
-        meta = {"model": fields, "base_vocab_size": self.base_vocab_size}
-        if isinstance(self.compressor, EncoderCompressor):
-            meta["encoder_config"] = self.compressor.backbone.config.to_dict()
+        meta = {"model": fields, "base_vocab_size": self.base_vocab_size, **self.compressor.export_meta()}
         (path / "scaledown_config.json").write_text(json.dumps(meta, indent=2))
         # Clone: engines hand out parameters that are views into flat buffers, which safetensors refuses.
         compressor = {k: v.detach().cpu().clone() for k, v in self.compressor.state_dict().items()}
@@ -282,13 +259,7 @@ class ScaleDownModel(nn.Module):
             lm.get_input_embeddings().weight[base:] = extra["input_rows"]
             if "output_rows" in extra:
                 lm.get_output_embeddings().weight[base:] = extra["output_rows"]
-        compressor_tokenizer = tokenizer
-        if config.compressor == "n_layers":
-            compressor = NLayersCompressor.empty(lm.config, config.compressor_layers, lm.dtype)
-        else:
-            compressor_tokenizer = load_tokenizer(str(path / "compressor_tokenizer"))
-            compressor = EncoderCompressor.empty(meta["encoder_config"], config.projection_hidden,
-                                                 lm.config.hidden_size, lm.dtype)
+        compressor, compressor_tokenizer = COMPRESSORS[config.compressor].restore(config, lm, tokenizer, path, meta)
         compressor.load_state_dict(load_file(str(path / "compressor.safetensors")))
         peft_model = PeftModel.from_pretrained(lm, str(path / "adapter"), is_trainable=trainable)
         model = cls(config, tokenizer, compressor_tokenizer, compressor, peft_model, base)
