@@ -144,7 +144,8 @@ class Checkpointer:
 
 # Settings that decide what a resumed run computes: a resume that changes one does not continue the same run.
 EXACTNESS = {"train": ("global_batch_size", "seed", "epochs", "max_steps"), "data": ("train_path", "num_documents"),
-             "optim": ("lr_generator", "lr_compressor", "warmup_ratio", "weight_decay", "betas")}
+             "optim": ("lr_generator", "lr_compressor", "warmup_ratio", "weight_decay", "betas",
+                       "generator_frozen_steps")}
 
 
 def resume_changes(folder: Path, config, num_records: int, data_fingerprint: str | None = None) -> list[str]:

@@ -187,9 +187,16 @@ class OptimConfig:
     """Linear warmup over this share of the steps, then linear decay to 0."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
+    generator_frozen_steps: int = 0
+    """The generator's LoRA waits this many steps (LR 0) while the compressor learns alone to write for the
+    generator as it is (the frozen-decoder alignment of ICAE and xRAG), then warms up over `warmup_ratio` of the
+    remaining steps and decays with the rest. 0: both from the first step (the paper). A small model trained
+    jointly from the start learns each question's answer prior through LoRA and stops reading its memory
+    (benchmarks/RESULTS.md, the learning probe)."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        _at_least("optim", self, 0, "generator_frozen_steps")
         if self.lr_generator <= 0 or (self.lr_compressor is not None and self.lr_compressor <= 0):
             raise ConfigError(f"optim: learning rates must be > 0 (lr_generator={self.lr_generator}, "
                               f"lr_compressor={self.lr_compressor})")

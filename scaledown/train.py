@@ -38,16 +38,27 @@ from scaledown.log import EVERY_RANK, get_logger
 log = get_logger(__name__)
 
 
-def lr_schedule(total_steps: int, warmup_ratio: float):
-    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 (multiplier of each group's LR)."""
-    warmup = int(round(total_steps * warmup_ratio))
+def lr_schedule(total_steps: int, warmup_ratio: float, start: int = 0):
+    """A group's LR multiplier: 0 before `start`, then linear warmup over `warmup_ratio` of the steps left, then
+    linear decay to 0 at `total_steps`."""
+    warmup = int(round((total_steps - start) * warmup_ratio))
 
     def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        if step < start:
+            return 0.0
+        if step - start < warmup:
+            return (step - start + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - start - warmup))
 
     return multiplier
+
+
+def lr_schedules(cfg: Config, total_steps: int) -> list:
+    """One multiplier per parameter group, in `param_groups` order: the compressor, then the generator (which
+    may wait `optim.generator_frozen_steps`)."""
+    o = cfg.optim
+    return [lr_schedule(total_steps, o.warmup_ratio),
+            lr_schedule(total_steps, o.warmup_ratio, min(o.generator_frozen_steps, total_steps))]
 
 
 def param_groups(cfg: Config):
@@ -342,7 +353,7 @@ def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, 
     torch.manual_seed(cfg.train.seed)  # same initial LoRA and rerank-head weights on every rank
     given = model
     model = engine.prepare(lambda: build_model(cfg, given), param_groups(cfg),
-                           lr_schedule(total_steps, cfg.optim.warmup_ratio), cfg.optim.max_grad_norm)
+                           lr_schedules(cfg, total_steps), cfg.optim.max_grad_norm)
     # One random stream per data shard: tensor-parallel peers must draw the same LoRA dropout masks, or the
     # weights they both hold (LoRA's unsplit factor, norms) would drift apart.
     torch.manual_seed(cfg.train.seed + engine.dp_rank)

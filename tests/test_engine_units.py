@@ -60,6 +60,10 @@ def test_lr_schedule_warmup_then_linear_decay():
     assert [f(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert f(5) == pytest.approx(1.0) and f(62) == pytest.approx(38 / 95) and f(100) == 0.0
     assert lr_schedule(10, 0.0)(0) == 1.0
+    late = lr_schedule(100, 0.1, start=40)  # waits, then warms up over 10% of the 60 steps left, then decays
+    assert [late(s) for s in (0, 39)] == [0.0, 0.0]
+    assert [late(s) for s in range(40, 46)] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
+    assert late(73) == pytest.approx(27 / 54) and late(100) == 0.0
 
 
 def test_sampler_global_batches_do_not_depend_on_world_size():

@@ -173,3 +173,22 @@ def test_synthetic_cli_writes_subset_query_files(tmp_path):
     word = [json.loads(line) for line in (tmp_path / "eval_queries-word.jsonl").read_text().splitlines()]
     nonce = [json.loads(line) for line in (tmp_path / "eval_queries-nonce.jsonl").read_text().splitlines()]
     assert len(word) == 6 and len(nonce) == 2 and all(q["id"] in gold for q in word + nonce)
+
+
+def test_generator_frozen_steps_keep_the_lora_still_while_the_compressor_trains(tmp_path):
+    from safetensors.torch import load_file
+
+    inputs = make_run_inputs(tmp_path, n_train=16)
+    run = lambda steps, out: train(load_config(None, inputs + COMMON + [  # noqa: E731
+        f"--train.max_steps={steps}", "--optim.generator_frozen_steps=2", "--optim.warmup_ratio=0",
+        "--optim.weight_decay=0.1", f"--train.output_dir={tmp_path / out}"]))
+    # The history logs each step's LRs after the scheduler moved on: the ones the next step uses.
+    frozen = run(2, "frozen")
+    assert [h["train/lr_generator"] for h in frozen["history"]] == [0.0, 0.0]
+    assert frozen["history"][0]["train/lr_compressor"] > 0
+    lora = load_file(str(tmp_path / "frozen" / "export" / "adapter" / "adapter_model.safetensors"))
+    assert all(not v.any() for k, v in lora.items() if "lora_B" in k)  # LoRA B starts at 0 and has not moved
+    later = run(4, "later")
+    assert [h["train/lr_generator"] > 0 for h in later["history"]] == [False, True, True, False]  # steps 3, 4
+    lora = load_file(str(tmp_path / "later" / "export" / "adapter" / "adapter_model.safetensors"))
+    assert any(v.any() for k, v in lora.items() if "lora_B" in k)

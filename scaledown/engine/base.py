@@ -128,7 +128,7 @@ class Engine(ABC):
     @abstractmethod
     def prepare(self, model_fn: Callable[[], nn.Module],
                 param_groups_fn: Callable[[nn.Module], list[ParamGroup]],
-                lr_lambda: Callable[[int], float], max_grad_norm: float) -> nn.Module:
+                lr_lambda: Callable[[int], float] | list[Callable[[int], float]], max_grad_norm: float) -> nn.Module:
         """Build the model with `model_fn`, wrap it, build the optimizer and LR schedule; return the module to
         call for forward passes."""
 
