@@ -54,6 +54,16 @@ def discover(mpi: bool = True) -> str:
     return "single"
 
 
+def single_process() -> None:
+    """The env:// variables of a world of one, for a plain `python` process that no launcher started (left as is
+    under MPI, whose own discovery runs): DeepSpeed would otherwise try MPI discovery and need mpi4py."""
+    if launched_by_torch() or any(k in os.environ for k in _MPI_MARKERS):
+        return
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
 def _slurm_head_node() -> str:
     nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "localhost"
     try:

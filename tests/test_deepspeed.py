@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,3 +108,22 @@ def test_tensorboard_holds_the_training_scalars(inputs, tmp_path):
         assert tag in tags, tags
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
     assert all(e.value > 0 for e in acc.Scalars("perf/tflops_per_device"))
+
+
+def test_the_deepspeed_engine_in_one_plain_process_without_a_launcher(inputs, tmp_path):
+    """`scaledown train --device gpu` on one GPU, no launcher (the original code's `python train.py --device gpu`):
+    a world of one, not MPI discovery (which needs mpi4py)."""
+    env = {k: v for k, v in cpu_env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                           "MASTER_PORT")}
+    blocker = tmp_path / "no-mpi" / "mpi4py"  # as on a machine without it, whether or not this one has it
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'mpi4py'\")\n")
+    env["PYTHONPATH"] = f"{blocker.parent}:{env['PYTHONPATH']}"
+    run = subprocess.run([sys.executable, "-m", "scaledown.cli", "train", "--config", "configs/tiny.yaml", *inputs,
+                          "--device", "gpu", "--train.global_batch_size=4", "--train.micro_batch_size=2",
+                          "--train.max_steps=2", "--train.save_every=0", "--data.eval_path=",
+                          f"--train.output_dir={tmp_path / 'run'}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "mpi4py" not in run.stderr
+    assert json.loads((tmp_path / "run" / "train_result.json").read_text())["steps"] == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from scaledown.config import ConfigError
-from scaledown.distributed import discover
+from scaledown.distributed import discover, single_process
 from scaledown.engine.base import BatchPlan, Engine
 from scaledown.log import get_logger
 
@@ -79,7 +79,10 @@ class ZeroEngine(Engine):
         import deepspeed
 
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").absolute()))
-        discover(mpi=False)  # srun without torchrun; under mpirun, DeepSpeed's own MPI discovery (mpi4py) runs
+        # srun without torchrun; under mpirun, DeepSpeed's own MPI discovery (mpi4py) runs; a plain `python`
+        # process is a world of one (`scaledown train --device gpu` on one GPU, no launcher).
+        if discover(mpi=False) == "single":
+            single_process()
         built = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "deepspeed_shm_comm" / "deepspeed_shm_comm.so"
         if not torch.cuda.is_available() and not built.exists():
             log.info("building DeepSpeed's CPU communication op into %s (once per machine: a few minutes)",
