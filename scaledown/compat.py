@@ -36,8 +36,10 @@ import torch
 from scaledown.config import Config, ConfigError
 from scaledown.build.prepare_dataset import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
 from scaledown.data.schema import Record, load_records, validated
+from scaledown.log import get_logger
 from scaledown.models import model as _model
 
+log = get_logger(__name__)
 
 
 @dataclass
@@ -114,6 +116,9 @@ class ScaleDownConfig:
                               "linear warmup and decay is implemented")
         if self.device_type not in ("gpu", "trainium", "cpu"):
             raise ConfigError(f"device_type={self.device_type!r}: expected gpu, trainium or cpu")
+        if self.device_type == "gpu":
+            if not torch.cuda.is_available():
+                log.warning("device_type='gpu' but this machine has no CUDA GPU: training runs on the CPU")
         launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
         backend = "neuron" if self.device_type == "trainium" else "deepspeed" if launched else "torch"
         targets = self.lora_target_modules

@@ -314,6 +314,10 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     `model` and `records` (validated Records) replace building the model and loading data.train_path / eval_path
     (the Python API of scaledown/compat.py passes them)."""
     cfg.check_paths(need_train_path=records is None)
+    if cfg.engine.backend == "deepspeed" and not torch.cuda.is_available() and \
+            os.environ.get("DS_ACCELERATOR") != "cpu":
+        log.warning("engine.backend=deepspeed (--device gpu) but this machine has no CUDA GPU: DeepSpeed runs on "
+                    "the CPU (DS_ACCELERATOR=cpu says so and silences this)")
     if not sys.stderr.isatty():  # Slurm .out files: the libraries' progress bars would pile up there too
         from transformers.utils import logging as hf_logging
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from launch import ROOT, cpu_env
 from scaledown.build.synthetic import make_records
@@ -68,10 +69,13 @@ def test_quickstart_example_runs_as_written_and_its_export_loads_anywhere(tiny, 
     assert len(answers) == 1 and isinstance(answers[0], str)
 
 
-def test_config_mapping_and_refusals():
+def test_config_mapping_and_refusals(capsys):
     from scaledown import ScaleDownConfig
     from scaledown.config import ConfigError
 
+    ScaleDownConfig(device_type="gpu").to_config()
+    warned = "device_type='gpu' but this machine has no CUDA GPU: training runs on the CPU" in capsys.readouterr().err
+    assert warned == (not torch.cuda.is_available())
     cfg = ScaleDownConfig(compressor_type="modernbert", enable_reranking=True, batch_size=6,
                           lora_target_modules=["q_proj", "v_proj"], learning_rate_compressor_modernbert=3e-4,
                           extra={"train.max_steps": 9}).to_config("out")
