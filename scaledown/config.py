@@ -47,6 +47,11 @@ class ModelConfig:
     """N for the `n_layers` compressor (the paper uses 5, 8 or 10)."""
     encoder: str = ""
     """Path or hub id of the `encoder` compressor's backbone (e.g. ModernBERT, Llama-3.2-1B)."""
+    compressor_embeddings: str = "all"
+    """Which rows of the compressor's token-embedding table train. `all` (the paper: the compressor is a full
+    copy); `added`: only the rows of the added tokens (memory tokens, `<RR>`), the rest frozen as in the source
+    model (NAVER's code does this for its LoRA compressor). For SmolLM2 with 8 layers the table is about half of
+    the compressor's weights: `added` halves its gradients and optimizer state."""
     projection_hidden: int = 8096
     """Hidden width of the encoder compressor's Linear -> ReLU -> Linear projection."""
     num_memory_tokens: int = 8
@@ -112,6 +117,8 @@ class ModelConfig:
                 raise ConfigError(f"model.memory_norm={self.memory_norm!r}: expected a number >= 0 or 'auto'") from None
             if not self.memory_norm >= 0:
                 raise ConfigError(f"model.memory_norm={self.memory_norm}: must be >= 0 (0: off)")
+        if self.compressor_embeddings not in ("all", "added"):
+            raise ConfigError(f"model.compressor_embeddings={self.compressor_embeddings!r}: expected all or added")
         if self.reads_encoder and not self.encoder:
             raise ConfigError(f"model.compressor={self.compressor!r} needs model.encoder (a path or hub id)")
         _at_least("model", self, 1, "compressor_layers", "num_memory_tokens", "max_doc_tokens", "max_query_tokens",

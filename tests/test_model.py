@@ -268,3 +268,29 @@ def test_export_adapter_loads_with_plain_peft_from_another_directory_and_files_f
     assert settings["base_model_name_or_path"] == str(base.resolve())
     lm = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "export" / "adapter"))
     assert any("lora_A" in name for name, _ in lm.named_parameters())
+
+
+def test_compressor_embeddings_added_trains_the_added_rows_only_and_round_trips(model_config, tmp_path):
+    torch.manual_seed(0)
+    full = ScaleDownModel.build(model_config(lora_dropout=0.0)).eval()
+    torch.manual_seed(0)
+    model = ScaleDownModel.build(model_config(lora_dropout=0.0, compressor_embeddings="added")).eval()
+    batch = model.collator(num_documents=2)(RECORDS)
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(batch), full.logits(batch))  # the same function at the start
+    table = model.compressor.backbone.get_input_embeddings()
+    trained = {n for n, p in model.compressor.named_parameters() if p.requires_grad}
+    assert "backbone.embed_tokens.rows" in trained and not any("frozen" in n for n in trained)
+    assert sum(p.numel() for p in model.parameter_groups()["compressor"]) < \
+        sum(p.numel() for p in full.parameter_groups()["compressor"]) - table.frozen.numel() + 1
+    before = table.weight.detach().clone()
+    model.train()
+    model(**batch)["loss"].backward()
+    torch.optim.SGD(model.parameter_groups()["compressor"], lr=1.0).step()
+    after = table.weight.detach()
+    first = table.frozen.shape[0]
+    assert torch.equal(after[:first], before[:first]) and not torch.equal(after[first:], before[first:])
+    model.eval().save_pretrained(tmp_path / "export")
+    loaded = ScaleDownModel.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.logits(batch), model.logits(batch))

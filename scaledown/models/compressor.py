@@ -34,6 +34,33 @@ def _params(module: nn.Module) -> int:
     return sum({id(p): p.numel() for p in module.parameters()}.values())  # tied weights once
 
 
+class AddedRowsEmbedding(nn.Module):
+    """A token embedding whose rows before `first` are frozen (a buffer: no gradient, no optimizer state) and
+    whose rows from `first` on (the added tokens) train (model.compressor_embeddings=added)."""
+
+    def __init__(self, table: nn.Embedding, first: int):
+        super().__init__()
+        weight = table.weight.detach()
+        self.register_buffer("frozen", weight[:first].clone())
+        self.rows = nn.Parameter(weight[first:].clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.cat([self.frozen, self.rows.to(self.frozen.dtype)])
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        first = self.frozen.shape[0]
+        added = input_ids >= first
+        base = nn.functional.embedding(input_ids.masked_fill(added, 0), self.frozen)
+        rows = nn.functional.embedding((input_ids - first).clamp(min=0), self.rows).to(base.dtype)
+        return torch.where(added[..., None], rows, base)
+
+
+def train_added_rows_only(compressor: nn.Module, first: int) -> None:
+    """Freeze the compressor's token-embedding rows before `first` (the added tokens' first id)."""
+    compressor.backbone.set_input_embeddings(AddedRowsEmbedding(compressor.backbone.get_input_embeddings(), first))
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """0, 1, 2, ... over the attended tokens of each row (padding gets 0, it is masked anyway)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -88,8 +115,8 @@ class NLayersCompressor(nn.Module):
     def count_trainable(config, meta_lm) -> int:
         """Trainable parameters, from the generator built on the meta device: its embeddings and first N layers."""
         backbone = decoder_backbone(meta_lm)
-        return backbone.embed_tokens.weight.numel() + sum(_params(layer) for layer in
-                                                          backbone.layers[: config.compressor_layers])
+        table = backbone.embed_tokens.weight.numel() if config.compressor_embeddings == "all" else 0
+        return table + sum(_params(layer) for layer in backbone.layers[: config.compressor_layers])
 
     @classmethod
     def empty(cls, generator_config, num_layers: int, dtype: torch.dtype) -> NLayersCompressor:

@@ -22,13 +22,18 @@ from scaledown.config import ConfigError, ModelConfig
 from scaledown.data.collate import (IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, label_window,
                                    memory_tokens)
 from scaledown.data.schema import Record, umask_modes
-from scaledown.models.compressor import COMPRESSORS, grow, position_ids_from_mask
+from scaledown.models.compressor import COMPRESSORS, grow, position_ids_from_mask, train_added_rows_only
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
 
 
+def first_added_row(compressor_tokenizer, config: ModelConfig) -> int:
+    """The compressor's first added token id: its memory tokens are added after the base vocabulary."""
+    return min(compressor_tokenizer.convert_tokens_to_ids(memory_tokens(config.num_memory_tokens)))
+
+
 # Settings that shape the weights of an export: a run that starts from one (train.init_from) must keep them.
-ARCHITECTURE = ("compressor", "compressor_layers", "encoder", "projection_hidden", "num_memory_tokens", "lora_r",
-                "lora_alpha", "lora_target_modules", "rerank", "memory_norm")
+ARCHITECTURE = ("compressor", "compressor_layers", "compressor_embeddings", "encoder", "projection_hidden",
+                "num_memory_tokens", "lora_r", "lora_alpha", "lora_target_modules", "rerank", "memory_norm")
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -64,6 +69,8 @@ class ScaleDownModel(nn.Module):
         special = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
         compressor, compressor_tokenizer = COMPRESSORS[config.compressor].create(config, lm, tokenizer, special,
                                                                                   PLACEHOLDER_TOKEN)
+        if config.compressor_embeddings == "added":
+            train_added_rows_only(compressor, first_added_row(compressor_tokenizer, config))
         if config.memory_norm == "auto":  # resolved once, here, so the export records the number
             weight = lm.get_input_embeddings().weight[:base_vocab]
             if weight.numel() == 0 or weight.is_meta:
@@ -260,6 +267,8 @@ class ScaleDownModel(nn.Module):
             if "output_rows" in extra:
                 lm.get_output_embeddings().weight[base:] = extra["output_rows"]
         compressor, compressor_tokenizer = COMPRESSORS[config.compressor].restore(config, lm, tokenizer, path, meta)
+        if config.compressor_embeddings == "added":
+            train_added_rows_only(compressor, first_added_row(compressor_tokenizer, config))
         compressor.load_state_dict(load_file(str(path / "compressor.safetensors")))
         peft_model = PeftModel.from_pretrained(lm, str(path / "adapter"), is_trainable=trainable)
         model = cls(config, tokenizer, compressor_tokenizer, compressor, peft_model, base)
