@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": ("scaledown.eval", "answer metrics of an export on gold answers, next to baselines"),
     "predict": ("scaledown.eval.predict", "answers of an export for new questions (torchrun-sharded)"),
     "report": ("scaledown.eval.report", "report.md and loss.png of a run folder"),
+    "import-oscar": ("scaledown.models.oscar_import", "a released OSCAR/PISCO checkpoint as a ScaleDown export"),
     "estimate": ("scaledown.estimate", "model-state memory per GPU for each ZeRO stage and offload choice"),
 }
 

@@ -47,6 +47,11 @@ class ModelConfig:
     """N for the `n_layers` compressor (the paper uses 5, 8 or 10)."""
     encoder: str = ""
     """Path or hub id of the `encoder` compressor's backbone (e.g. ModernBERT, Llama-3.2-1B)."""
+    input_format: str = "scaledown"
+    """How token rows are built. `scaledown`: the paper's layout (query and document cut apart, memory tokens
+    right after the text, positions from the first real token, l `<MEM>` placeholders per document in the
+    prompt). `reference`: the rows of NAVER's OSCAR code, token for token (scaledown/data/reference.py says what
+    differs); models imported from NAVER's releases (`scaledown import-oscar`) use it."""
     compressor_embeddings: str = "all"
     """Which rows of the compressor's token-embedding table train. `all` (the paper: the compressor is a full
     copy); `added`: only the rows of the added tokens (memory tokens, `<RR>`), the rest frozen as in the source
@@ -117,6 +122,11 @@ class ModelConfig:
                 raise ConfigError(f"model.memory_norm={self.memory_norm!r}: expected a number >= 0 or 'auto'") from None
             if not self.memory_norm >= 0:
                 raise ConfigError(f"model.memory_norm={self.memory_norm}: must be >= 0 (0: off)")
+        if self.input_format not in ("scaledown", "reference"):
+            raise ConfigError(f"model.input_format={self.input_format!r}: expected scaledown or reference")
+        if self.input_format == "reference" and (self.reads_encoder or self.rerank):
+            raise ConfigError("model.input_format=reference: only the n_layers compressor without a rerank head has "
+                              "a reference format here")
         if self.compressor_embeddings not in ("all", "added"):
             raise ConfigError(f"model.compressor_embeddings={self.compressor_embeddings!r}: expected all or added")
         if self.reads_encoder and not self.encoder:

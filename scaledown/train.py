@@ -31,6 +31,7 @@ from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
                             summarize)
 from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
+from scaledown.models.compressor import COMPRESSORS
 from scaledown.models.generator import load_tokenizer
 from scaledown.models.model import ScaleDownModel
 from scaledown.log import EVERY_RANK, get_logger
@@ -87,8 +88,6 @@ def check_context(cfg: Config, generator_config) -> None:
     """The rows' token budgets must fit the models' context lengths (a lower bound: prompt text comes on top).
     Compressor rows hold the query, the document and the memory tokens; generator rows the k x l memory slots,
     the query and the answer."""
-    from scaledown.models.compressor import COMPRESSORS
-
     m, k = cfg.model, max(cfg.data.num_documents, cfg.data.eval_num_documents)
     compressor = COMPRESSORS[m.compressor].source_config(m, generator_config)
     rows = {"compressor": (m.max_query_tokens + m.max_doc_tokens + m.num_memory_tokens + 1, compressor,
@@ -109,7 +108,8 @@ def preflight(cfg: Config, records) -> None:
 
     m = cfg.model
     generator = AutoConfig.from_pretrained(m.generator, trust_remote_code=m.trust_remote_code)
-    check_context(cfg, generator)  # also refuses a compressor the generator cannot hold (source_config)
+    COMPRESSORS[m.compressor].check(m, generator)
+    check_context(cfg, generator)
     if cfg.model.rerank:
         if hasattr(records, "missing_scores"):
             missing, first = records.missing_scores()  # a column count, not a pass over the records

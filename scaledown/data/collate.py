@@ -71,6 +71,7 @@ class Collator:
     with_answers: bool = True
     encoder_pairs: bool = False
     """An encoder compressor: `[CLS] query [SEP] document [SEP]` instead of `compressor_template`."""
+    cut_prompt_query = True  # the generator prompt's query is cut to max_query_tokens too
 
     def __post_init__(self):
         ctok = self.compressor_tokenizer
@@ -87,6 +88,14 @@ class Collator:
             head, middle, tail = (ctok(piece, add_special_tokens=False)["input_ids"]
                                   for piece in split_template(self.compressor_template, "query", "document"))
             self.comp_pieces = (bos + head, middle, tail)
+
+    @property
+    def slot_ids(self) -> list[int]:
+        """The generator-prompt token ids that the memory embeddings overwrite."""
+        return [self.placeholder_id]
+
+    def compressor_batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return left_pad(rows, self.compressor_tokenizer.pad_token_id)
 
     def compressor_row(self, query: str, document: str) -> list[int]:
         ctok = self.compressor_tokenizer
@@ -107,7 +116,8 @@ class Collator:
     def generator_row(self, query: str, k: int, answer: str | None) -> tuple[list[int], list[int]]:
         """(input ids, labels) of one generator row; the query and the answer are tokenized as text."""
         tok = self.tokenizer
-        query = tok.decode(encode_text(tok, query, self.max_query_tokens))
+        if self.cut_prompt_query:
+            query = tok.decode(encode_text(tok, query, self.max_query_tokens))
         ids = encode_chat(tok, self.system_prompt, self.user_template, {"docs": self.slots(k), "question": query},
                           user_fields=("question",))
         labels = [IGNORE_INDEX] * len(ids)
@@ -133,14 +143,14 @@ class Collator:
             ids, labels = self.generator_row(rec.query, k, rec.answer if self.with_answers else None)
             gen_rows.append(ids)
             label_rows.append(labels)
-        comp_ids, comp_mask = left_pad(comp_rows, self.compressor_tokenizer.pad_token_id)
+        comp_ids, comp_mask = self.compressor_batch(comp_rows)
         gen_ids, gen_mask = left_pad(gen_rows, self.tokenizer.pad_token_id)
         labels, _ = left_pad(label_rows, IGNORE_INDEX)
-        placeholder = gen_ids == self.placeholder_id
+        placeholder = torch.isin(gen_ids, torch.tensor(self.slot_ids))
         counts = placeholder.sum(-1)
         if not torch.all(counts == k * l):
-            raise ValueError(f"generator prompt has {counts.tolist()} '{PLACEHOLDER_TOKEN}' placeholders, expected "
-                             f"{k * l} per row: the chat template or tokenizer split the placeholder token")
+            raise ValueError(f"generator prompt has {counts.tolist()} memory slots, expected {k * l} per row: the "
+                             "chat template or tokenizer split a slot token")
         # Empty document slots: hide their placeholders from the generator's attention.
         slot_of = (placeholder.long().cumsum(-1) - 1).clamp(min=0) // l
         hidden = placeholder & ~doc_mask.gather(1, slot_of.clamp(max=k - 1))

@@ -5,7 +5,8 @@ ids are counted from the attention mask, so a padded row sees the same positions
 
 `COMPRESSORS` maps `model.compressor` to its class. A class says everything the rest of the code needs to know
 about its kind: how to build it from a config (`create`) or an export (`restore`), what an export records
-about it (`export_meta`), its model config (`source_config`: the context check), its trainable parameter count
+about it (`export_meta`), its model config (`source_config`: the context check) and what it needs of the
+generator (`check`), its trainable parameter count
 before any weight loads (`count_trainable`: the memory estimate), whether tensor parallelism splits it
 (`split_by_tensor_parallel`) and whether it reads `[CLS] query [SEP] document [SEP]` pairs (`encoder_pairs`).
 A new kind: a class here, its line in `COMPRESSORS`, and its name and paper LR in `config.COMPRESSOR_KINDS`.
@@ -88,7 +89,7 @@ class NLayersCompressor(nn.Module):
     @classmethod
     def create(cls, config, lm, tokenizer, special: list[str], placeholder: str):
         """(compressor, its tokenizer) for a new model: the generator's tokenizer, grown by the memory tokens."""
-        tokenizer.add_special_tokens({"additional_special_tokens": special + [placeholder]})
+        tokenizer.add_special_tokens({"additional_special_tokens": special + ([placeholder] if placeholder else [])})
         grow(lm, len(tokenizer))
         return cls.from_generator(lm, config.compressor_layers), tokenizer
 
@@ -102,14 +103,18 @@ class NLayersCompressor(nn.Module):
 
     @staticmethod
     def source_config(config, generator_config):
-        """The HF config of what this compressor is made of; refuses a compressor deeper than the generator."""
+        """The HF config of what this compressor is made of."""
+        return generator_config
+
+    @staticmethod
+    def check(config, generator_config) -> None:
+        """Before any weight loads: refuse a compressor deeper than the generator."""
         depth = generator_config.num_hidden_layers
         if not config.compressor_layers < depth:
             from scaledown.config import ConfigError
 
             raise ConfigError(f"model.compressor_layers={config.compressor_layers}: the generator {config.generator} "
                               f"has {depth} decoder layers; the n_layers compressor copies at most {depth - 1} of them")
-        return generator_config
 
     @staticmethod
     def count_trainable(config, meta_lm) -> int:
@@ -149,10 +154,10 @@ class NLayersCompressor(nn.Module):
     def hidden_size(self) -> int:
         return self.backbone.config.hidden_size
 
-    def forward(self, input_ids, attention_mask, tail: int) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, tail: int, position_ids=None) -> torch.Tensor:
         """Hidden states of the last `tail` positions: [rows, tail, hidden]."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False)
         return out.last_hidden_state[:, -tail:]
 
 
@@ -200,6 +205,10 @@ class EncoderCompressor(nn.Module):
         return AutoConfig.from_pretrained(config.encoder, trust_remote_code=config.trust_remote_code)
 
     @staticmethod
+    def check(config, generator_config) -> None:
+        """Nothing to check against the generator."""
+
+    @staticmethod
     def count_trainable(config, meta_lm) -> int:
         """The encoder (built on the meta device from its config) and the projection."""
         enc_config = AutoConfig.from_pretrained(config.encoder, trust_remote_code=config.trust_remote_code)
@@ -225,9 +234,8 @@ class EncoderCompressor(nn.Module):
     def hidden_size(self) -> int:
         return self.projection[-1].out_features
 
-    def forward(self, input_ids, attention_mask, tail: int) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask))
+    def forward(self, input_ids, attention_mask, tail: int, position_ids=None) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         # Project only the memory positions: the projection is wide (8096 in the paper).
         return self.projection(out.last_hidden_state[:, -tail:])
 

@@ -50,11 +50,13 @@ def _register_attention() -> None:
 _register_attention()
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, pad_with_bos: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
-        # Padding is always masked out, so any id works; Mistral and Llama ship without a pad token.
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token else tokenizer.unk_token
+        # Padding is always masked out, so any id works; Mistral and Llama ship without a pad token. The reference
+        # format pads with BOS, as NAVER's code does.
+        fallback = tokenizer.bos_token if pad_with_bos else tokenizer.eos_token
+        tokenizer.pad_token = fallback or tokenizer.unk_token
     tokenizer.padding_side = "left"
     return tokenizer
 
@@ -73,12 +75,13 @@ def add_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, target_
     return get_peft_model(model, config)
 
 
-def splice(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, placeholder_id: int,
+def splice(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, slot_ids: torch.Tensor,
            memory: torch.Tensor) -> torch.Tensor:
-    """Overwrite the placeholder embeddings, in order, with `memory` [B, k, l, d].
+    """Overwrite the embeddings of the slot tokens (`<MEM>`; `<MEM0..l-1>` in the reference format), in order,
+    with `memory` [B, k, l, d].
 
-    Row b's placeholders take memory[b] flattened document by document: the collator guarantees exactly
-    k*l placeholders per row, so masked_scatter's row-major fill puts every embedding at its slot.
+    Row b's slots take memory[b] flattened document by document: the collator guarantees exactly k*l slots per
+    row, so masked_scatter's row-major fill puts every embedding at its slot.
     """
-    mask = (input_ids == placeholder_id).unsqueeze(-1)
+    mask = torch.isin(input_ids, slot_ids.to(input_ids.device)).unsqueeze(-1)
     return inputs_embeds.masked_scatter(mask, memory.to(inputs_embeds.dtype))

@@ -21,6 +21,7 @@ from torch import nn
 from scaledown.config import ConfigError, ModelConfig
 from scaledown.data.collate import (IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, label_window,
                                    memory_tokens)
+from scaledown.data.reference import REFERENCE_TOKENS, ReferenceCollator
 from scaledown.data.schema import Record, umask_modes
 from scaledown.models.compressor import COMPRESSORS, grow, position_ids_from_mask, train_added_rows_only
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
@@ -32,8 +33,9 @@ def first_added_row(compressor_tokenizer, config: ModelConfig) -> int:
 
 
 # Settings that shape the weights of an export: a run that starts from one (train.init_from) must keep them.
-ARCHITECTURE = ("compressor", "compressor_layers", "compressor_embeddings", "encoder", "projection_hidden",
-                "num_memory_tokens", "lora_r", "lora_alpha", "lora_target_modules", "rerank", "memory_norm")
+ARCHITECTURE = ("compressor", "compressor_layers", "compressor_embeddings", "input_format", "encoder",
+                "projection_hidden", "num_memory_tokens", "lora_r", "lora_alpha", "lora_target_modules", "rerank",
+                "memory_norm")
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,8 @@ class ScaleDownModel(nn.Module):
         self.generator = generator
         self.base_vocab_size = base_vocab_size
         self.placeholder_id = tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
+        slots = memory_tokens(config.num_memory_tokens) if config.input_format == "reference" else [PLACEHOLDER_TOKEN]
+        self.register_buffer("slot_ids", torch.tensor(tokenizer.convert_tokens_to_ids(slots)), persistent=False)
         hidden = generator.get_input_embeddings().weight.shape[1]
         self.rerank_head = nn.Linear(hidden, 1).to(generator.dtype) if config.rerank else None
 
@@ -62,13 +66,17 @@ class ScaleDownModel(nn.Module):
         """Fresh model for training: base generator + new LoRA + compressor initialised from its source.
 
         `lm` and `tokenizer` replace loading `config.generator` (benchmarks build random-weight models)."""
-        tokenizer = tokenizer or load_tokenizer(config.generator, config.trust_remote_code)
+        reference = config.input_format == "reference"
+        tokenizer = tokenizer or load_tokenizer(config.generator, config.trust_remote_code, pad_with_bos=reference)
         lm = lm or load_causal_lm(config.generator, config.dtype, config.attn_implementation,
                                   config.trust_remote_code)
         base_vocab = lm.get_input_embeddings().weight.shape[0]
         special = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
+        # The reference format's prompt slots are the <MEMi> tokens themselves, followed by its own three tokens.
+        placeholder = None if reference else PLACEHOLDER_TOKEN
+        special += REFERENCE_TOKENS if reference else []
         compressor, compressor_tokenizer = COMPRESSORS[config.compressor].create(config, lm, tokenizer, special,
-                                                                                  PLACEHOLDER_TOKEN)
+                                                                                  placeholder)
         if config.compressor_embeddings == "added":
             train_added_rows_only(compressor, first_added_row(compressor_tokenizer, config))
         if config.memory_norm == "auto":  # resolved once, here, so the export records the number
@@ -91,7 +99,8 @@ class ScaleDownModel(nn.Module):
 
     def collator(self, num_documents: int | None = None, with_answers: bool = True) -> Collator:
         c = self.config
-        return Collator(self.tokenizer, self.compressor_tokenizer, c.num_memory_tokens, c.max_doc_tokens,
+        kind = ReferenceCollator if c.input_format == "reference" else Collator
+        return kind(self.tokenizer, self.compressor_tokenizer, c.num_memory_tokens, c.max_doc_tokens,
                         c.max_query_tokens, c.max_answer_tokens, c.system_prompt, c.user_template, c.doc_separator,
                         c.compressor_template, num_documents, c.rerank, with_answers,
                         encoder_pairs=self.compressor.encoder_pairs)
@@ -109,7 +118,9 @@ class ScaleDownModel(nn.Module):
         """All B*k documents in one call -> (memory [B, k, l, d], rerank scores [B, k] or None)."""
         l = self.config.num_memory_tokens
         tail = l + (1 if self.rerank_head is not None else 0)
-        hidden = self.compressor(comp_input_ids, comp_attention_mask, tail)  # [B*k, tail, d]
+        # The reference format's positions run over the padding (0..width-1), as NAVER's code passes none.
+        positions = None if self.config.input_format == "reference" else position_ids_from_mask(comp_attention_mask)
+        hidden = self.compressor(comp_input_ids, comp_attention_mask, tail, positions)  # [B*k, tail, d]
         memory = hidden[:, :l].reshape(batch_size, -1, l, hidden.shape[-1])
         if self.config.memory_norm:
             scale = self.config.memory_norm / memory.float().norm(dim=-1, keepdim=True).clamp(min=1e-6)
@@ -119,11 +130,16 @@ class ScaleDownModel(nn.Module):
             scores = self.rerank_head(hidden[:, l]).float().view(batch_size, -1)
         return memory, scores
 
+    def generator_positions(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Counted from each row's first real token; the reference format passes none (0..width-1 over the padding,
+        as bergen's training forward does; generation counts from the mask in both)."""
+        return None if self.config.input_format == "reference" else position_ids_from_mask(attention_mask)
+
     def _generator_inputs(self, batch: dict[str, torch.Tensor]):
         memory, scores = self.compress(batch["comp_input_ids"], batch["comp_attention_mask"],
                                        batch["gen_input_ids"].shape[0])
         ids = batch["gen_input_ids"]
-        embeds = splice(self.generator.get_input_embeddings()(ids), ids, self.placeholder_id, memory)
+        embeds = splice(self.generator.get_input_embeddings()(ids), ids, self.slot_ids, memory)
         return embeds, scores
 
     def forward(self, gen_input_ids, gen_attention_mask, labels, comp_input_ids, comp_attention_mask,
@@ -133,7 +149,7 @@ class ScaleDownModel(nn.Module):
         window = label_window(labels)  # one host sync (the window's length), before any compute is queued
         embeds, scores = self._generator_inputs(batch)
         out = self.generator(inputs_embeds=embeds, attention_mask=gen_attention_mask,
-                             position_ids=position_ids_from_mask(gen_attention_mask), use_cache=False,
+                             position_ids=self.generator_positions(gen_attention_mask), use_cache=False,
                              logits_to_keep=window)
         ce = answer_loss(out.logits, labels[:, labels.shape[1] - window:])
         result = {"ce_loss": ce, "loss": ce}
@@ -148,7 +164,7 @@ class ScaleDownModel(nn.Module):
         embeds, _ = self._generator_inputs(batch)
         mask = batch["gen_attention_mask"]
         return self.generator(inputs_embeds=embeds, attention_mask=mask,
-                              position_ids=position_ids_from_mask(mask), use_cache=False).logits
+                              position_ids=self.generator_positions(mask), use_cache=False).logits
 
     @torch.no_grad()
     def rerank_scores(self, queries: list[str], documents: list[list[str]]) -> torch.Tensor:
