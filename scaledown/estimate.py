@@ -36,15 +36,43 @@ def _largest(module: nn.Module) -> int:
     return max(sum(p.numel() for p in m.parameters(recurse=False)) for m in module.modules())
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def read_config(name: str, trust_remote_code: bool):
+    """A model's config: a local folder or the hub's cache first; the hub itself only when it answers (offline, a
+    hub id not in the cache fails at once instead of after the hub client's retries)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=True)
+    except OSError:
+        if not hub_reachable():
+            raise OSError(f"{name} is neither a local folder nor in the hub cache, and the hub is not reachable "
+                          "from here") from None
+    return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+
+
 def count(cfg) -> Counts:
     """Parameter counts of the run `cfg` describes, from the configs of its models only."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from scaledown.models.compressor import COMPRESSORS
 
     m = cfg.model
     try:
-        config = AutoConfig.from_pretrained(m.generator, trust_remote_code=m.trust_remote_code)
+        config = read_config(m.generator, m.trust_remote_code)
     except OSError as err:
         first = str(err).strip().splitlines()[0]
         raise SystemExit(f"model.generator={m.generator}: cannot read its config.json ({first}); the estimate needs "

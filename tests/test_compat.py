@@ -233,3 +233,16 @@ def test_console_script_lists_commands_and_train_help_has_every_field():
     assert done.returncode == 0 and "--model.compressor_layers" in done.stdout and "--train_data" in done.stdout
     listing = run(["-m", "scaledown.cli"], ROOT)
     assert listing.returncode == 2 and all(c in listing.stdout for c in ("build", "train", "eval", "estimate"))
+
+
+def test_estimate_offline_says_at_once_that_it_needs_a_local_config(monkeypatch):
+    import time
+
+    from scaledown import estimate
+    from scaledown.config import load_config
+
+    monkeypatch.setattr(estimate, "hub_reachable", lambda timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match="neither a local folder nor in the hub cache, and the hub is not reachable"):
+        estimate.count(load_config(None, ["--model.generator=some-org/not-a-cached-model"]))
+    assert time.perf_counter() - start < 10  # no retries against an unreachable hub
