@@ -22,6 +22,9 @@ from scaledown.engine import BACKENDS
 COMPRESSOR_KINDS = {"n_layers": (5e-5, False), "encoder": (1e-4, True)}
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # train.report_to (scaledown/metrics.py: Trackers)
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, malformed or inconsistent with another one."""
 
@@ -244,6 +247,11 @@ class TrainConfig:
     """Seeds the initial weights, the data order and dropout."""
     log_every: int = 10
     """Log losses, LR, grad norm, throughput and MFU every K optimizer steps."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Where the logged scalars go: any of `tensorboard` (output_dir/tensorboard), `wandb` (project
+    $WANDB_PROJECT or scaledown; WANDB_MODE=offline writes output_dir/wandb), `mlflow` ($MLFLOW_TRACKING_URI, or a
+    file store at output_dir/mlruns); wandb and mlflow are the `trackers` extra. On the command line
+    `--train.report_to=tensorboard,wandb`."""
     eval_every: int = 0
     """Held-out answer CE every K optimizer steps, the learning curve (0: none); answer metrics at the end."""
     baseline_eval: bool = True
@@ -282,6 +290,10 @@ class TrainConfig:
                               "go there)")
         _at_least("train", self, 1, "global_batch_size", "micro_batch_size", "log_every", "keep_last")
         _at_least("train", self, 0, "epochs", "max_steps", "eval_every", "save_every", "max_eval_new_tokens")
+        self.report_to = list(self.report_to)
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise ConfigError(f"train.report_to={self.report_to}: {unknown} not among {', '.join(TRACKERS)}")
         if self.objective not in ("qa", "pretrain"):
             raise ConfigError(f"train.objective={self.objective!r}: expected qa or pretrain")
         if self.resume_changes not in ("refuse", "allow"):

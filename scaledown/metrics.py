@@ -10,8 +10,10 @@ The compressor is fully trained; the generator is frozen except its LoRA matrice
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -166,22 +168,66 @@ class Meter:
         return out
 
 
-class TensorBoard:
-    """Scalars to TensorBoard from the main rank only; other ranks get a no-op."""
+class Trackers:
+    """Scalars to each tracker of `train.report_to`, from the main rank only (other ranks get a no-op):
+    TensorBoard under out_dir/tensorboard; Weights & Biases (project $WANDB_PROJECT or `scaledown`, the run named
+    after out_dir, files under out_dir; WANDB_MODE=offline works without an account); MLflow ($MLFLOW_TRACKING_URI,
+    else a file store at out_dir/mlruns; experiment $MLFLOW_EXPERIMENT_NAME or `scaledown`). The run's config goes to
+    W&B's config and MLflow's params."""
 
-    def __init__(self, log_dir: str, enabled: bool):
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, report_to: list[str], out_dir: str | Path, config: dict, enabled: bool):
+        self.sinks = []
+        if not enabled:
+            return
+        out_dir = Path(out_dir)
+        for name in report_to:
+            if name == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir)
+                writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+                def to_tensorboard(scalars, step, writer=writer):
+                    for key, value in scalars.items():
+                        writer.add_scalar(key, value, step)
+                    writer.flush()
+
+                self.sinks.append((to_tensorboard, writer.close))
+            elif name == "wandb":
+                import wandb
+
+                out_dir.mkdir(parents=True, exist_ok=True)
+                run = wandb.init(project=os.environ.get("WANDB_PROJECT", "scaledown"), name=out_dir.name,
+                                 dir=str(out_dir), config=config)
+                self.sinks.append((lambda scalars, step, r=run: r.log(scalars, step=step), run.finish))
+            elif name == "mlflow":
+                import mlflow
+
+                uri = os.environ.get("MLFLOW_TRACKING_URI")
+                if not uri:  # a plain file store needs no server or database (MLflow 3 asks for this opt-in)
+                    uri = (out_dir / "mlruns").resolve().as_uri()
+                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+                mlflow.set_tracking_uri(uri)
+                mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "scaledown"))
+                mlflow.start_run(run_name=out_dir.name)
+                mlflow.log_params({k: str(v)[:500] for k, v in _flat(config).items()})
+                self.sinks.append((lambda scalars, step: mlflow.log_metrics(scalars, step=step), mlflow.end_run))
 
     def log(self, scalars: dict[str, float], step: int) -> None:
-        if self.writer:
-            for name, value in scalars.items():
-                self.writer.add_scalar(name, value, step)
-            self.writer.flush()
+        scalars = {k: float(v) for k, v in scalars.items()}
+        for write, _ in self.sinks:
+            write(scalars, step)
 
     def close(self):
-        if self.writer:
-            self.writer.close()
+        for _, close in self.sinks:
+            close()
+        self.sinks = []
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

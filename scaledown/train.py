@@ -30,7 +30,7 @@ from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
                             summarize)
-from scaledown.metrics import FlopModel, Meter, TensorBoard, device_peak_tflops
+from scaledown.metrics import FlopModel, Meter, Trackers, device_peak_tflops
 from scaledown.models.compressor import COMPRESSORS
 from scaledown.models.generator import load_tokenizer
 from scaledown.models.model import ScaleDownModel
@@ -144,7 +144,7 @@ def train_step(model, engine: Engine, batches, meter: Meter) -> dict[str, torch.
     return {name: value / engine.batch.accumulation for name, value in sums.items()}
 
 
-def log_step(engine: Engine, meter: Meter, tb: TensorBoard, bar, history: list, step: int,
+def log_step(engine: Engine, meter: Meter, tb: Trackers, bar, history: list, step: int,
              losses: dict[str, torch.Tensor], clock: Clock) -> None:
     # all_reduce and grad_norm read device values (a host sync): logging steps only, after the step ran.
     logged = engine.all_reduce({**{f"train/{k}": v for k, v in losses.items()}, **meter.summary()})
@@ -190,7 +190,7 @@ SYSTEMS = ("compressed", "uncompressed", "no_documents")
 
 
 @torch.no_grad()
-def evaluate(engine: Engine, records, cfg: Config, step: int, tb: TensorBoard, answers: bool = True,
+def evaluate(engine: Engine, records, cfg: Config, step: int, tb: Trackers, answers: bool = True,
              system: str = "compressed") -> dict[str, float]:
     """Held-out metrics of one system, each rank on its share, averaged over all ranks: the answers' CE (the
     teacher's and the gold ones) and, with `answers`, the generated answers' metrics. Systems: `compressed` (the
@@ -245,7 +245,7 @@ def speed(engine: Engine, records, cfg: Config) -> dict[str, float] | None:
     return out
 
 
-def baseline(engine: Engine, records, cfg: Config, tb: TensorBoard, out_dir: Path, step: int) -> dict | None:
+def baseline(engine: Engine, records, cfg: Config, tb: Trackers, out_dir: Path, step: int) -> dict | None:
     """Before the first step: the untrained compressed model and the two text baselines. A resumed run reads
     what its first segment measured (the weights are trained by then)."""
     path = out_dir / "baseline_eval.json"
@@ -326,7 +326,7 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
     engine.setup()
     log.info("rank %d/%d on %s, engine %s", engine.rank, engine.world_size, socket.gethostname(), engine.name,
              extra=EVERY_RANK)
-    tb = TensorBoard(str(Path(cfg.train.output_dir) / "tensorboard"), engine.is_main)
+    tb = Trackers(cfg.train.report_to, cfg.train.output_dir, cfg.to_dict(), engine.is_main)
     try:
         result = run(cfg, engine, tb, model, records, eval_records)
         engine.barrier()  # ranks leave together: closing gloo under a peer still writing can abort (SIGABRT)
@@ -336,7 +336,7 @@ def train(cfg: Config, model: ScaleDownModel | None = None, records: list | None
         engine.shutdown()
 
 
-def run(cfg: Config, engine: Engine, tb: TensorBoard, model=None, records=None, eval_records=None) -> dict:
+def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eval_records=None) -> dict:
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed + engine.rank)
     random.seed(cfg.train.seed + engine.rank)

@@ -53,3 +53,29 @@ def test_a_run_without_a_terminal_logs_metric_lines_a_summary_and_an_end_line_an
     assert re.search(r"done: final loss \d+\.\d{4}, held-out accuracy \d\.\d{3}; export ", run.stderr)
     assert "it/s]" not in run.stdout + run.stderr  # no progress bar: neither the loop's nor the libraries'
     assert "train:" not in run.stdout
+
+
+def test_report_to_tensorboard_wandb_offline_and_mlflow_file_store_each_get_the_scalars(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="the trackers extra: pip install -e .[trackers]")
+    mlflow = pytest.importorskip("mlflow", reason="the trackers extra: pip install -e .[trackers]")
+    from launch import make_run_inputs
+    from scaledown.config import load_config
+    from scaledown.train import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "run"
+    train(load_config(None, make_run_inputs(tmp_path) + [
+        "--engine.backend=torch", "--model.compressor_layers=1", "--train.max_steps=2", "--train.log_every=1",
+        "--train.global_batch_size=4", "--train.micro_batch_size=2", "--data.eval_path=", "--train.save_every=0",
+        "--train.report_to=tensorboard,wandb,mlflow", f"--train.output_dir={out}"]))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    [log] = runs[0].glob("run-*.wandb")  # the offline run's record log (`wandb sync` uploads it)
+    assert b"train/loss" in log.read_bytes() and b"max_steps" in log.read_bytes()
+    client = mlflow.tracking.MlflowClient((out / "mlruns").resolve().as_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("scaledown").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+    assert run.data.params["train.max_steps"] == "2"
+    del wandb
