@@ -25,6 +25,10 @@ def test_duplicate_ids_name_both_lines(tmp_path):
         load_records(path)
     same = write_lines(tmp_path / "same.jsonl", [ROW, ROW])  # verbatim duplicates without ids: lines 1 and 2
     assert [r.id for r in load_records(same)] == ["1", "2"]
+    # Two files built apart, then concatenated: their line-number ids repeat; the error says what to do instead.
+    merged = write_lines(tmp_path / "merged.jsonl", [{**ROW, "id": "1"}, {**ROW, "id": "1"}])
+    with pytest.raises(DataError, match=r"'1' repeats the record .*build all the queries in one sharded command"):
+        load_records(merged)
 
 
 @pytest.mark.parametrize("rid", [None, "", "  ", True, 1.5, ["a"]])

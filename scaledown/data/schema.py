@@ -270,7 +270,12 @@ def validated(rows: Iterable[tuple[str, Any, Any]], source: str, require_answer:
     for where, position, obj in rows:
         rec = validate_record(obj, where, require_answer, default_id=str(position))
         if rec.id in first_seen:
-            raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}")
+            hint = ""
+            if rec.id.isdigit():  # line numbers: files built apart and then concatenated (the old split-and-merge)
+                hint = ("; ids made from line numbers repeat across files built apart: build all the queries in one "
+                        "sharded command instead (torchrun --nproc_per_node N launchers/build_dataset.py --queries "
+                        "ALL ...), which gives each rank its share")
+            raise DataError(f"{where}: field 'id': {rec.id!r} repeats the record at {first_seen[rec.id]}{hint}")
         first_seen[rec.id] = where
         yield rec
     if not first_seen:
