@@ -435,6 +435,7 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
     save_curves(engine, out_dir, {"history": history, "eval_history": eval_history})
     if engine.is_main:
         (out_dir / "train_result.json").write_text(json.dumps(result, indent=2))
+        card_results(out_dir / "export" / "README.md", cfg, step, len(records), result.get("eval"))
         if eval_records:
             from scaledown.eval.report import write_report
 
@@ -444,6 +445,18 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
                  f", held-out accuracy {result['eval']['eval/accuracy']:.3f}" if "eval/accuracy" in
                  result.get("eval", {}) else "", result["export"], result["tensorboard"])
     return result
+
+
+def card_results(card: Path, cfg: Config, steps: int, num_records: int, metrics: dict | None) -> None:
+    """The training run and its held-out figures, appended to the export's model card."""
+    lines = [f"\n## Training\n\n{steps} steps of {cfg.train.global_batch_size} on {num_records} records "
+             f"(`{cfg.data.train_path}`), objective `{cfg.train.objective}`, {cfg.data.num_documents} documents "
+             f"each, LRs {cfg.optim.lr_compressor:g} (compressor) / {cfg.optim.lr_generator:g} (LoRA).\n"]
+    if metrics:
+        lines += [f"\n## Held-out (`{cfg.data.eval_path}`)\n\n| metric | value |\n|---|---|\n"]
+        lines += [f"| {name.removeprefix('eval/')} | {value:.4f} |\n" for name, value in metrics.items()]
+    with open(card, "a") as f:
+        f.write("".join(lines))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -51,6 +51,8 @@ def test_a_run_without_a_terminal_logs_metric_lines_a_summary_and_an_end_line_an
                      r"data-parallel ranks; torch on cpu, float32 weights; 8 eval records", run.stderr)
     assert "baseline evaluation before training: 2 records" in run.stderr
     assert re.search(r"done: final loss \d+\.\d{4}, held-out accuracy \d\.\d{3}; export ", run.stderr)
+    card = (tmp_path / "out" / "export" / "README.md").read_text()  # the model card, with the run's figures
+    assert "4 steps of 4 on 64 records" in card and "| accuracy |" in card
     assert "it/s]" not in run.stdout + run.stderr  # no progress bar: neither the loop's nor the libraries'
     assert "train:" not in run.stdout
 

@@ -294,3 +294,29 @@ def test_compressor_embeddings_added_trains_the_added_rows_only_and_round_trips(
     loaded = ScaleDownModel.from_pretrained(tmp_path / "export").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.logits(batch), model.logits(batch))
+
+
+def test_model_card_push_to_hub_and_loading_by_hub_id(model_config, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+
+    hub = tmp_path / "hub"  # stands in for the hub: what upload_folder sends, snapshot_download returns
+
+    def upload_folder(self, repo_id, folder_path, commit_message):
+        shutil.copytree(folder_path, hub / repo_id)
+        return f"https://huggingface.co/{repo_id}/commit/local"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, private, exist_ok: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id: str(hub / repo_id))
+    torch.manual_seed(0)
+    model = ScaleDownModel.build(model_config(lora_dropout=0.0)).eval()
+    assert model.push_to_hub("org/oscar-tiny").endswith("/commit/local")
+    card = (hub / "org" / "oscar-tiny" / "README.md").read_text()
+    assert f"base_model: {model.config.generator}" in card and "library_name: peft" in card
+    assert "ScaleDownModel.from_pretrained" in card
+    loaded = ScaleDownModel.from_pretrained("org/oscar-tiny").eval()
+    batch = model.collator(num_documents=2)(RECORDS)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.logits(batch), model.logits(batch))

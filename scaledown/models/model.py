@@ -18,13 +18,40 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from scaledown.config import ConfigError, ModelConfig
+from scaledown.config import ConfigError, ModelConfig, looks_local
 from scaledown.data.collate import (IGNORE_INDEX, PLACEHOLDER_TOKEN, RERANK_TOKEN, Collator, label_window,
                                    memory_tokens)
 from scaledown.data.reference import REFERENCE_TOKENS, ReferenceCollator
 from scaledown.data.schema import Record, umask_modes
 from scaledown.models.compressor import COMPRESSORS, grow, position_ids_from_mask, train_added_rows_only
 from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_tokenizer, splice)
+
+
+def model_card(config: ModelConfig, generator: str) -> str:
+    """The export's README.md: what it is, how to load it, its settings (the training loop appends results)."""
+    c = config
+    compressor = (f"the generator's first {c.compressor_layers} layers, trained" if c.compressor == "n_layers" else
+                  f"{c.encoder} + an MLP projection ({c.projection_hidden} wide)")
+    return f"""---
+library_name: peft
+base_model: {generator}
+tags: [scaledown, oscar, rag, context-compression]
+---
+# ScaleDown export: OSCAR soft compression for RAG
+
+A query-dependent compressor turns each retrieved document ({c.max_doc_tokens} tokens) into {c.num_memory_tokens}
+embeddings ({c.compression_rate:g}x); the generator `{generator}` with a LoRA adapter (r {c.lora_r}, alpha
+{c.lora_alpha}) answers from them. Compressor: {compressor}. Input format: {c.input_format}. Trained with ScaleDown
+(OSCAR, Louis et al., arXiv 2504.07109).
+
+```python
+from scaledown.models.model import ScaleDownModel
+model = ScaleDownModel.from_pretrained("THIS_FOLDER_OR_HUB_ID")   # generator="..." if the base model moved
+model.answer("question?", ["document 1", "document 2"])
+```
+`adapter/` loads with plain peft (`AutoPeftModelForCausalLM`) as the generator's LoRA alone (without the
+compressor it reads no documents). Settings: `scaledown_config.json`.
+"""
 
 
 def first_added_row(compressor_tokenizer, config: ModelConfig) -> int:
@@ -245,7 +272,22 @@ class ScaleDownModel(nn.Module):
         self.tokenizer.save_pretrained(str(path / "tokenizer"))
         if self.compressor_tokenizer is not self.tokenizer:
             self.compressor_tokenizer.save_pretrained(str(path / "compressor_tokenizer"))
+        (path / "README.md").write_text(model_card(self.config, fields["generator"]))
         umask_modes(path)
+
+    def push_to_hub(self, repo_id: str, private: bool = True, token: str | None = None,
+                    commit_message: str = "ScaleDown export") -> str:
+        """Save this model (the export: compressor, LoRA, added rows, tokenizers, model card) to a hub repository,
+        created if needed; `from_pretrained(repo_id)` loads it back. Returns the commit's URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="scaledown-push-") as folder:
+            self.save_pretrained(folder)
+            return str(api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, generator: str | None = None, trainable: bool = False,
@@ -253,6 +295,10 @@ class ScaleDownModel(nn.Module):
         """Load an export; `generator` overrides the base model's path recorded in the config. `config` (a run
         starting from this export: train.init_from) replaces the recorded settings but must agree with the
         export's architecture."""
+        if not Path(path).exists() and not looks_local(str(path)):  # `org/name`: the export from the hub
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(str(path))
         path = Path(path)
         meta_file = path / "scaledown_config.json"
         if not meta_file.exists():
