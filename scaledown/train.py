@@ -13,7 +13,7 @@ import random
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -206,13 +206,19 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: Trackers, answ
     for reference in ("teacher", "gold"):
         ce, n = answer_ce(model, shard, reference, cfg.train.micro_batch_size, k, text=text)
         sums[f"ce_{reference}"], sums[f"ce_{reference}_tokens"] = ce, float(n)
+    if not text:
+        # Does the model read its memory? The same answers given another question's documents: a model that
+        # answers from the question alone scores the same CE with them.
+        others = [replace(r, documents=shard[(i + 1) % len(shard)].documents) for i, r in enumerate(shard)]
+        ce, n = answer_ce(model, others, "gold", cfg.train.micro_batch_size, k)
+        sums["ce_gold_other_documents"], sums["ce_gold_other_documents_tokens"] = ce, float(n)
     if answers:
         generate = generate_uncompressed if text else generate_answers
         preds = generate(model, shard, cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens, k, **synced)
         sums.update(score_records(preds, shard))  # gold answers when the records carry them, else the teacher's
     totals = {k: v * engine.world_size for k, v in engine.all_reduce(sums).items()}  # mean -> sum
-    metrics = {f"ce_{r}": totals[f"ce_{r}"] / totals[f"ce_{r}_tokens"] for r in ("teacher", "gold")
-               if totals[f"ce_{r}_tokens"]}
+    metrics = {f"ce_{r}": totals[f"ce_{r}"] / totals[f"ce_{r}_tokens"]
+               for r in ("teacher", "gold", "gold_other_documents") if totals.get(f"ce_{r}_tokens")}
     if answers:
         metrics.update(summarize(totals))
     prefix = "eval" if system == "compressed" else f"baseline/{system}"

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = ["ce_teacher", "ce_gold", "accuracy", "f1", "teacher_f1"]
+COLUMNS = ["ce_teacher", "ce_gold", "ce_gold_other_documents", "accuracy", "f1", "teacher_f1"]
 # (label, where in train_result.json, key prefix): the baselines were measured before the first step.
 ROWS = [("no documents", ("baseline", "no_documents"), "baseline/no_documents"),
         ("uncompressed (documents as text)", ("baseline", "uncompressed"), "baseline/uncompressed"),
@@ -47,7 +47,8 @@ def plot(result: dict, path: Path) -> None:
     axes[0].plot(steps, [h["train/loss"] for h in history], label="train loss")
     axes[0].set(title="training loss", xlabel="optimizer step", ylabel="loss")
     base = result.get("baseline") or {}
-    for key, label in (("eval/ce_teacher", "teacher's answers"), ("eval/ce_gold", "gold answers")):
+    for key, label in (("eval/ce_teacher", "teacher's answers"), ("eval/ce_gold", "gold answers"),
+                       ("eval/ce_gold_other_documents", "gold answers, another question's documents")):
         points = [(e["step"], e[key]) for e in evals if key in e]
         if key in base.get("compressed", {}):
             points.insert(0, (0, base["compressed"][key]))
@@ -74,8 +75,10 @@ def plot(result: dict, path: Path) -> None:
 
 def markdown(result: dict, run_dir: Path) -> str:
     lines = [f"# Training report: {run_dir}", "", f"{result['steps']} optimizer steps. Held-out records: "
-             "answer CE per token (lower is better) against the teacher's answers and the gold answers; accuracy "
-             "and token F1 against the gold answers; teacher_f1 = agreement with the teacher's answer.", ""]
+             "answer CE per token (lower is better) against the teacher's answers and the gold answers, and against "
+             "the gold answers given another question's documents (equal to ce_gold: the model does not read its "
+             "memory); accuracy and token F1 against the gold answers; teacher_f1 = agreement with the teacher's "
+             "answer.", ""]
     rows = table_rows(result)
     if rows:
         lines += ["| system | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
