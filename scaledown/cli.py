@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         train(cfg)
         return
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    sys.argv[0] = f"scaledown {argv[0]}"  # the commands' usage lines say `usage: scaledown build ...`
     module.main(argv[1:])  # not returned: a console script exits with what main returns
 
 

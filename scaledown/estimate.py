@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> str:
     from scaledown.config import parse_config
 
     p = argparse.ArgumentParser(prog="scaledown estimate", description=__doc__.split("\n")[0],
-                                epilog="Other arguments are the run config's (--config FILE, --section.field=v).")
+                                epilog="Other arguments are the run config's (--config FILE, --section.field=v).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpu-memory", type=float, default=None,

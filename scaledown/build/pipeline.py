@@ -371,7 +371,8 @@ def build(args) -> dict | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a ScaleDown training set (retrieve, rerank, teacher answers).")
+    p = argparse.ArgumentParser(description="Build a ScaleDown training set (retrieve, rerank, teacher answers).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--corpus", required=True, help="KILT JSONL, JSONL or a JSON list of {id,title,text}, TSV "
                                                    "id<TAB>text, or a datasets folder")
     p.add_argument("--corpus-format", default="auto", choices=["auto", "jsonl", "tsv", "datasets"],

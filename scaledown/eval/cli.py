@@ -69,7 +69,8 @@ def load_model(path: str, generator: str | None, device: torch.device, dtype: st
 def parser():
     import argparse
 
-    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).")
+    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="an export folder (save_pretrained)")
     p.add_argument("--data", required=True, help="records with gold_answers and/or answer (JSONL or datasets folder)")
     p.add_argument("--generator", default=None, help="base generator path, if it moved since training")

@@ -16,7 +16,8 @@ log = get_logger(__name__)
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="scaledown predict", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="scaledown predict", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="an export folder (save_pretrained)")
     p.add_argument("--data", required=True, help="records: query and documents (JSONL or datasets folder)")
     p.add_argument("--out", required=True, help="answers here: one JSON line per record (id, query, answer)")

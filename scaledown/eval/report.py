@@ -116,7 +116,8 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir")
     print(write_report(parser.parse_args(argv).run_dir))
 

@@ -158,7 +158,8 @@ def import_oscar(src: str | Path, out: str | Path, generator: str | None = None,
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="scaledown import-oscar", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="scaledown import-oscar", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("src", help="a released OSCAR/PISCO folder (config.json, adapters.pth, compressor/, ...)")
     p.add_argument("out", help="the ScaleDown export to write")
     p.add_argument("--generator", default=None,
