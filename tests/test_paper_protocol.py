@@ -282,3 +282,18 @@ def test_predict_under_torchrun_writes_the_same_answers_as_one_rank_and_as_pytho
     answers = model.answer([r["query"] for r in records], [r["documents"][:4] for r in records], batch_size=2,
                            max_new_tokens=3)
     assert answers == [r["answer"] for r in rows]
+
+
+def _shard_and_gather(rank, world, n):
+    from scaledown.eval.cli import sharded
+
+    return sharded(list(range(n)), rank, world, lambda shard: [f"answer {i}" for i in shard])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_work_gathers_every_record_once_in_input_order_on_rank_zero(world):
+    from spawn import run_ranks
+
+    results = run_ranks(_shard_and_gather, world, 7)  # 7 records: shares of unequal size
+    assert results[0] == [f"answer {i}" for i in range(7)]
+    assert results[1:] == [None] * (world - 1)
