@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from scaledown.build.pipeline import main  # noqa: E402
+from scaledown.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main(["build", *sys.argv[1:]])

@@ -17,8 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from scaledown.train import main  # noqa: E402
+from scaledown.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     hf_logging.set_verbosity_error()
-    main()
+    main(["train", *sys.argv[1:]])

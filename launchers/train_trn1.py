@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NEURON_CC_FLAGS", "--auto-cast=none")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from scaledown.train import main  # noqa: E402
+from scaledown.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main(["--engine.backend=neuron", *sys.argv[1:]])
+    main(["train", "--engine.backend=neuron", *sys.argv[1:]])
