@@ -420,7 +420,9 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
             engine.after_step(log_step, engine, meter, tb, bar, history, step, losses, clock)
         engine.mark_step()
         stop = logging and step < total_steps and stop_requested(engine)
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_records and not stop:
+        # The last step's point of the curve is the final evaluation below (not measured twice).
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total_steps and eval_records \
+                and not stop:
             eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb,
                                                           answers=cfg.train.curve_answers)})
         if checkpointer.due(step) or step == total_steps or stop:
@@ -437,6 +439,8 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
               "tensorboard": str(out_dir / "tensorboard")}
     if eval_records:
         result["eval"] = evaluate(engine, eval_records, cfg, step, tb)
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+            eval_history.append({"step": step, **result["eval"]})
         result["baseline"], result["speed"] = before, speed(engine, eval_records, cfg)
     save_curves(engine, out_dir, {"history": history, "eval_history": eval_history})
     if engine.is_main:
