@@ -30,8 +30,8 @@ from scaledown.models.generator import (DTYPES, add_lora, load_causal_lm, load_t
 def model_card(config: ModelConfig, generator: str) -> str:
     """The export's README.md: what it is, how to load it, its settings (the training loop appends results)."""
     c = config
-    compressor = (f"the generator's first {c.compressor_layers} layers, trained" if c.compressor == "n_layers" else
-                  f"{c.encoder} + an MLP projection ({c.projection_hidden} wide)")
+    compressor = (f"{c.encoder} + an MLP projection ({c.projection_hidden} wide)" if c.reads_encoder else
+                  f"the generator's first {c.compressor_layers} layers, trained")
     return f"""---
 library_name: peft
 base_model: {generator}
