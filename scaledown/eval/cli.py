@@ -66,13 +66,10 @@ def load_model(path: str, generator: str | None, device: torch.device, dtype: st
     return ScaleDownModel.from_pretrained(path, generator=generator, dtype=dtype).to(device).eval()
 
 
-def parser():
-    import argparse
-
-    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_model_arguments(p, data_help: str) -> None:
+    """The arguments `scaledown eval` and `scaledown predict` share: the export, the records, device, batching."""
     p.add_argument("--model", required=True, help="an export folder (save_pretrained)")
-    p.add_argument("--data", required=True, help="records with gold_answers and/or answer (JSONL or datasets folder)")
+    p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--generator", default=None, help="base generator path, if it moved since training")
     p.add_argument("--device", default=None, help="cuda (default when available; cuda:LOCAL_RANK under torchrun), cpu")
     p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
@@ -80,6 +77,14 @@ def parser():
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-documents", type=int, default=10, help="documents read per query (the paper: 10)")
     p.add_argument("--max-new-tokens", type=int, default=128)
+
+
+def parser():
+    import argparse
+
+    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(p, "records with gold_answers and/or answer (JSONL or datasets folder)")
     p.add_argument("--max-examples", type=int, default=0, help="0: every record")
     p.add_argument("--uncompressed", action="store_true",
                    help="also evaluate the base generator with the full documents in its prompt")

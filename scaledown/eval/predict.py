@@ -18,16 +18,10 @@ log = get_logger(__name__)
 def parser():
     p = argparse.ArgumentParser(prog="scaledown predict", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="an export folder (save_pretrained)")
-    p.add_argument("--data", required=True, help="records: query and documents (JSONL or datasets folder)")
+    from scaledown.eval.cli import add_model_arguments
+
+    add_model_arguments(p, "records: query and documents (JSONL or datasets folder)")
     p.add_argument("--out", required=True, help="answers here: one JSON line per record (id, query, answer)")
-    p.add_argument("--generator", default=None, help="base generator path, if it moved since training")
-    p.add_argument("--device", default=None, help="cuda (default when available; cuda:LOCAL_RANK under torchrun), cpu")
-    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
-                   help="default: the model's on a GPU, float32 on a CPU")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-documents", type=int, default=10, help="documents read per query (the paper: 10)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
     return p
 
 
