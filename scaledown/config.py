@@ -471,6 +471,20 @@ def config_parser(prog: str | None = None, description: str | None = None):
     return parser
 
 
+def command_parser(description: str, epilog: str | None = None):
+    """The parser of the commands that take flags rather than a run config (build, eval, predict, report,
+    import-oscar): jsonargparse like `scaledown train`, so `--config FILE` (YAML or JSON keyed by the flags' names,
+    `corpus_format: tsv`) and `--print_config` work the same way; no abbreviations; defaults in `--help`. The
+    usage line names the command (`scaledown build`, set by the CLI)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+
+    parser = ArgumentParser(description=description, epilog=epilog, allow_abbrev=False,
+                            formatter_class=DefaultHelpFormatter)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="these flags from a YAML or JSON file (keys as --print_config writes them)")
+    return parser
+
+
 def _list_fields() -> set[str]:
     return {f"{name}.{f.name}" for name, section in _SECTIONS.items() for f in dataclasses.fields(section)
             if str(f.type).startswith(("tuple", "list"))}

@@ -235,6 +235,28 @@ def test_console_script_lists_commands_and_train_help_has_every_field():
     assert listing.returncode == 2 and all(c in listing.stdout for c in ("build", "train", "eval", "estimate"))
 
 
+@pytest.mark.parametrize("command", ["build", "eval", "predict", "report", "import-oscar", "estimate"])
+def test_every_command_answers_help_with_its_own_name(command, capsys, monkeypatch):
+    from scaledown import cli
+
+    monkeypatch.setattr(sys, "argv", ["scaledown"])
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0 and f"usage: scaledown {command}" in capsys.readouterr().out
+
+
+def test_build_flags_from_a_config_file_and_no_abbreviations(tmp_path, capsys, monkeypatch):
+    from scaledown.build.pipeline import parser
+
+    monkeypatch.setattr(sys, "argv", ["scaledown build"])
+    (tmp_path / "build.yaml").write_text("corpus: kilt.jsonl\nout: runs/data\ncorpus_format: tsv\nretrieve_k: 20\n")
+    args = parser().parse_args(["--config", str(tmp_path / "build.yaml"), "--retrieve-k", "30"])
+    assert (args.corpus, args.corpus_format, args.retrieve_k, args.out) == ("kilt.jsonl", "tsv", 30, "runs/data")
+    with pytest.raises(SystemExit) as done:
+        parser().parse_args(["--corp", "kilt.jsonl", "--out", "x"])
+    assert done.value.code == 2 and "unrecognized arguments: --corp" in capsys.readouterr().err
+
+
 def test_estimate_offline_says_at_once_that_it_needs_a_local_config(monkeypatch):
     import time
 

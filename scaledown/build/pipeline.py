@@ -15,7 +15,6 @@ Stages, each safe to kill and restart:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -29,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from scaledown.build import corpus, sources
+from scaledown.config import command_parser
 from scaledown.data import prompts
 from scaledown.data.mapped import cache_path, convert
 from scaledown.distributed import discover
@@ -370,9 +370,8 @@ def build(args) -> dict | None:
     return stats
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a ScaleDown training set (retrieve, rerank, teacher answers).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parser():
+    p = command_parser("Build a ScaleDown training set (retrieve, rerank, teacher answers).")
     p.add_argument("--corpus", required=True, help="KILT JSONL, JSONL or a JSON list of {id,title,text}, TSV "
                                                    "id<TAB>text, or a datasets folder")
     p.add_argument("--corpus-format", default="auto", choices=["auto", "jsonl", "tsv", "datasets"],

@@ -80,10 +80,9 @@ def add_model_arguments(p, data_help: str) -> None:
 
 
 def parser():
-    import argparse
+    from scaledown.config import command_parser
 
-    p = argparse.ArgumentParser(description="Answer metrics of an exported ScaleDown model (the paper's protocol).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("Answer metrics of an exported ScaleDown model (the paper's protocol).")
     add_model_arguments(p, "records with gold_answers and/or answer (JSONL or datasets folder)")
     p.add_argument("--max-examples", type=int, default=0, help="0: every record")
     p.add_argument("--uncompressed", action="store_true",

@@ -7,7 +7,6 @@ sharded by rank under torchrun like `scaledown eval`; rank 0 writes one JSON lin
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from scaledown.log import get_logger, pop_log_level
@@ -16,10 +15,10 @@ log = get_logger(__name__)
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="scaledown predict", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from scaledown.config import command_parser
     from scaledown.eval.cli import add_model_arguments
 
+    p = command_parser(__doc__.splitlines()[0])
     add_model_arguments(p, "records: query and documents (JSONL or datasets folder)")
     p.add_argument("--out", required=True, help="answers here: one JSON line per record (id, query, answer)")
     return p

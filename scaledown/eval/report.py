@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -116,8 +115,9 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from scaledown.config import command_parser
+
+    parser = command_parser(__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     print(write_report(parser.parse_args(argv).run_dir))
 

@@ -15,7 +15,6 @@ reads and writes the same tokens as the released model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -158,8 +157,9 @@ def import_oscar(src: str | Path, out: str | Path, generator: str | None = None,
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="scaledown import-oscar", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from scaledown.config import command_parser
+
+    p = command_parser(__doc__.splitlines()[0])
     p.add_argument("src", help="a released OSCAR/PISCO folder (config.json, adapters.pth, compressor/, ...)")
     p.add_argument("out", help="the ScaleDown export to write")
     p.add_argument("--generator", default=None,
