@@ -71,3 +71,12 @@ def pop_log_level(argv: list[str]) -> list[str]:
             out.append(argv[i])
         i += 1
     return out
+
+
+def progress(iterable, desc: str, total: int | None = None):
+    """A tqdm bar on rank 0 when stderr is a terminal; the bare iterable elsewhere (Slurm .out files, pipes)."""
+    if os.environ.get("RANK", "0") != "0" or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False)

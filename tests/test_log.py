@@ -81,3 +81,21 @@ def test_report_to_tensorboard_wandb_offline_and_mlflow_file_store_each_get_the_
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
     assert run.data.params["train.max_steps"] == "2"
     del wandb
+
+
+def test_evaluation_bars_only_on_rank_zero_at_a_terminal(monkeypatch):
+    import sys
+
+    from tqdm import tqdm
+
+    from scaledown.log import progress
+
+    steps = range(3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert progress(steps, "answers") is steps  # a Slurm .out file: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    assert progress(steps, "answers") is steps
+    monkeypatch.setenv("RANK", "0")
+    bar = progress(steps, "answers")
+    assert isinstance(bar, tqdm) and list(bar) == [0, 1, 2]

@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 
 from scaledown.data.schema import Record
+from scaledown.log import progress
 
 @torch.no_grad()
 def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32,
@@ -16,7 +17,7 @@ def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_
     predictions = []
     was_training = model.training
     model.eval()
-    for i in range(0, len(records), batch_size):
+    for i in progress(range(0, len(records), batch_size), "answers"):
         chunk = records[i:i + batch_size]
         predictions += model.generate([r.query for r in chunk], [r.documents[:num_documents] for r in chunk],
                                       max_new_tokens=max_new_tokens, **generate_kwargs)
@@ -84,7 +85,7 @@ def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
     model.eval()
     device = model.generator.get_input_embeddings().weight.device
     total, count = 0.0, 0
-    for i in range(0, len(chosen), batch_size):
+    for i in progress(range(0, len(chosen), batch_size), f"CE of {reference} answers"):
         chunk = chosen[i:i + batch_size]
         if text:
             tok = model.tokenizer

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from scaledown.log import progress
+
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
@@ -14,7 +16,7 @@ def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
     """Greedy answers to tokenized prompts, batched with left padding, shortest prompts batched together."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
+    for start in progress(range(0, len(order), batch_size), "answers"):
         idx = order[start:start + batch_size]
         enc = tokenizer.pad({"input_ids": [prompts[i] for i in idx]}, return_tensors="pt")
         enc = {k: v.to(model.device) for k, v in enc.items()}
