@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     module = importlib.import_module(COMMANDS[argv[0]][0])
     sys.argv[0] = f"scaledown {argv[0]}"  # the commands' usage lines say `usage: scaledown build ...`
-    module.main(argv[1:])  # not returned: a console script exits with what main returns
+    try:
+        module.main(argv[1:])  # not returned: a console script exits with what main returns
+    except ConfigError as err:  # estimate's run config: a usage error in one line, as for train
+        print(f"scaledown {argv[0]}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def table(c: Counts, gpus_per_node: int, nodes: int, gpu_gib: float | None) -> s
 def main(argv: list[str] | None = None) -> str:
     from scaledown.config import parse_config
 
-    p = argparse.ArgumentParser(prog="scaledown estimate", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="scaledown estimate", description=__doc__.split("\n")[0], allow_abbrev=False,
                                 epilog="Other arguments are the run config's (--config FILE, --section.field=v).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gpus-per-node", type=int, default=8)

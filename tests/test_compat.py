@@ -257,6 +257,15 @@ def test_build_flags_from_a_config_file_and_no_abbreviations(tmp_path, capsys, m
     assert done.value.code == 2 and "unrecognized arguments: --corp" in capsys.readouterr().err
 
 
+def test_estimate_refuses_an_abbreviated_flag_in_one_line(capsys):
+    from scaledown import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["estimate", "--config", "configs/tiny.yaml", "--gpus", "4"])  # not --gpus-per-node
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.strip() == "scaledown estimate: error: unrecognized arguments: --gpus 4"
+
+
 def test_estimate_offline_says_at_once_that_it_needs_a_local_config(monkeypatch):
     import time
 
