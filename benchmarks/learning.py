@@ -121,6 +121,9 @@ def main(argv=None):
                    help="an encoder compressor (all-MiniLM-L6-v2 from its PyPI wheel, random MLP projection) "
                         "instead of SmolLM2's first 8 layers")
     p.add_argument("--nonce-share", type=float, default=0.25)
+    p.add_argument("--train-subset", choices=["all", "word"], default="all",
+                   help="train on every built question, or only the ordinary-word ones (the nonce subset is still "
+                        "evaluated)")
     p.add_argument("--data-from", type=Path, default=None,
                    help="reuse the built data of an earlier --work folder (ablations on the same questions)")
     p.add_argument("--no-baseline", action="store_true",
@@ -161,7 +164,13 @@ def main(argv=None):
         overrides.append(f"--train.init_from={pretrained}")
     elif args.init_from:
         overrides.append(f"--train.init_from={args.init_from}")
-    overrides += [f"--data.train_path={data / 'data' / 'dataset.jsonl'}",
+    train_path = data / "data" / "dataset.jsonl"
+    if args.train_subset == "word":
+        rows = [line for line in train_path.read_text().splitlines() if json.loads(line)["id"].startswith("word-")]
+        train_path = work / "train-word.jsonl"
+        work.mkdir(parents=True, exist_ok=True)
+        train_path.write_text("\n".join(rows) + "\n")
+    overrides += [f"--data.train_path={train_path}",
                   f"--data.eval_path={data / 'eval-word' / 'dataset.jsonl'}", f"--train.output_dir={work / 'train'}",
                   f"--train.baseline_eval={not args.no_baseline}",
                   f"--train.epochs={args.epochs}", f"--train.eval_every={args.eval_every}",
@@ -171,7 +180,8 @@ def main(argv=None):
     result = train(cfg)
     train_s = time.perf_counter() - t0
     nonce = score_systems(Path(result["export"]), data / "eval-nonce" / "dataset.jsonl", cfg, args.eval)
-    summary = {"retrieval": retrieval, "teacher": args.teacher, "pretrain_steps": args.pretrain_steps,
+    summary = {"retrieval": retrieval, "teacher": args.teacher, "train_subset": args.train_subset,
+               "pretrain_steps": args.pretrain_steps,
                "pretrain_on": args.pretrain_on if args.pretrain_steps else None, "init_from": str(args.init_from),
                "steps": result["steps"], "train_s": train_s, "word": {"baseline": result["baseline"],
                                                                      "after": result["eval"]},

@@ -163,6 +163,10 @@ class Clock:
     first_step: int
     total_steps: int
     start: float = field(default_factory=time.perf_counter)
+    evaluating: float = 0.0  # seconds of the held-out evaluations inside the loop
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
 
     def eta(self, step: int) -> str:
         done = step - self.first_step
@@ -423,8 +427,10 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
         # The last step's point of the curve is the final evaluation below (not measured twice).
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total_steps and eval_records \
                 and not stop:
+            started = time.perf_counter()
             eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb,
                                                           answers=cfg.train.curve_answers)})
+            clock.evaluating += time.perf_counter() - started
         if checkpointer.due(step) or step == total_steps or stop:
             engine.after_step(checkpointer.save, step, {"step": step, "num_records": len(records),
                                                         "data_fingerprint": fingerprint}, cfg)
@@ -432,11 +438,14 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
         if stop:
             return stopped(engine, step, out_dir, {"history": history, "eval_history": eval_history})
     bar.close()
-    log.info("trained %d steps in %s; exporting to %s", step - clock.first_step,
-             datetime.timedelta(seconds=round(time.perf_counter() - clock.start)), out_dir / "export")
+    seconds = clock.seconds()
+    log.info("trained %d steps in %s (%s of it in held-out evaluations); exporting to %s", step - clock.first_step,
+             datetime.timedelta(seconds=round(seconds)), datetime.timedelta(seconds=round(clock.evaluating)),
+             out_dir / "export")
     engine.export(out_dir / "export")
     result = {"steps": step, "history": history, "eval_history": eval_history, "export": str(out_dir / "export"),
-              "tensorboard": str(out_dir / "tensorboard")}
+              "tensorboard": str(out_dir / "tensorboard"), "loop_seconds": seconds,
+              "eval_seconds_in_loop": clock.evaluating}
     if eval_records:
         result["eval"] = evaluate(engine, eval_records, cfg, step, tb)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0:

@@ -50,6 +50,7 @@ def test_a_run_without_a_terminal_logs_metric_lines_a_summary_and_an_end_line_an
     assert re.search(r"64 records, 4 steps \(16 per epoch\), global batch 4 = micro-batch 2 x 2 accumulation x 1 "
                      r"data-parallel ranks; torch on cpu, float32 weights; 8 eval records", run.stderr)
     assert "baseline evaluation before training: 2 records" in run.stderr
+    assert re.search(r"trained 4 steps in \d+:\d\d:\d\d \(0:00:00 of it in held-out evaluations\)", run.stderr)
     assert re.search(r"done: final loss \d+\.\d{4}, held-out accuracy \d\.\d{3}; export ", run.stderr)
     card = (tmp_path / "out" / "export" / "README.md").read_text()  # the model card, with the run's figures
     assert "4 steps of 4 on 64 records" in card and "| accuracy |" in card
