@@ -6,7 +6,8 @@
 
 
 def __getattr__(name):
-    if name in ("ScaleDownConfig", "ScaleDownModel", "ScaleDownDataset", "ScaleDownTrainer"):
+    if name in ("ScaleDownConfig", "ScaleDownModel", "ScaleDownDataset", "ScaleDownTrainer", "TwoStageNLayersTrainer",
+                "TwoStageModernBERTTrainer"):
         from scaledown import compat
 
         return getattr(compat, name)

@@ -205,6 +205,29 @@ class ScaleDownTrainer:
         return train(cfg, model=self.model, records=self.train_dataset.records, eval_records=evaluation)
 
 
+def two_stage_refusal(kind: str) -> str:
+    """What the original code's two-stage trainers and scripts say here: they are not implemented, and what to run."""
+    return ("two-stage training (a frozen compressor's cache, then the generator) is not in ScaleDown; the compressor "
+            "trains jointly. For a small GPU: scaledown estimate --config configs/small_gpu.yaml --gpu-memory 16 "
+            "(which ZeRO stage and offload fit), then scaledown train --config configs/small_gpu.yaml "
+            f"--compressor_type {kind} under deepspeed --num_gpus 1")
+
+
+class _TwoStageTrainer:
+    kind = ""
+
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}: {two_stage_refusal(self.kind)}")
+
+
+class TwoStageNLayersTrainer(_TwoStageTrainer):
+    kind = "n_layers"
+
+
+class TwoStageModernBERTTrainer(_TwoStageTrainer):
+    kind = "modernbert"
+
+
 # ---- the data helpers ---------------------------------------------------------------------------------------
 def _as_document(doc: dict | str) -> dict:
     return {"title": "", "text": doc} if isinstance(doc, str) else doc

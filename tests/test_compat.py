@@ -277,3 +277,60 @@ def test_estimate_offline_says_at_once_that_it_needs_a_local_config(monkeypatch)
     with pytest.raises(SystemExit, match="neither a local folder nor in the hub cache, and the hub is not reachable"):
         estimate.count(load_config(None, ["--model.generator=some-org/not-a-cached-model"]))
     assert time.perf_counter() - start < 10  # no retries against an unreachable hub
+
+
+SQUAD = {"version": "1.1", "data": [{"title": "Normans", "paragraphs": [
+    {"context": "The Normans gave their name to Normandy, a region in France.",
+     "qas": [{"id": "q1", "question": "In what country is Normandy?",
+              "answers": [{"text": "France", "answer_start": 54}, {"text": "France", "answer_start": 54}]},
+             {"id": "q2", "question": "Who gave their name to Normandy?", "answers": [{"text": "The Normans"}]}]},
+    {"context": "Rollo was a Viking leader.",
+     "qas": [{"id": "q3", "question": "Who was Rollo?", "answers": [{"text": "a Viking leader"}]},
+             {"id": "q4", "question": "Unanswerable?", "answers": [], "is_impossible": True}]}]}]}
+
+
+def test_prepare_small_real_dataset_reads_squad_in_both_shapes(tmp_path):
+    official = tmp_path / "dev-v1.1.json"
+    official.write_text(json.dumps(SQUAD))
+    done = run([str(ROOT / "launchers" / "prepare_small_real_dataset.py"), "--dataset", "squad", "--num_examples",
+                "2", "--squad_path", str(official), "--output_file", "small.json"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "small.json").read_text())
+    assert [(r["id"], r["answer"], r["gold_answers"]) for r in rows] == [("q1", "France", ["France"]),
+                                                                         ("q2", "The Normans", ["The Normans"])]
+    assert rows[0]["documents"] == [{"title": "Normans", "text": SQUAD["data"][0]["paragraphs"][0]["context"]}]
+    # The hub's rows (rajpurkar/squad) as JSONL; an unanswerable question is skipped, not labelled.
+    from scaledown.build.squad import small_real_records
+
+    hub = tmp_path / "rows.jsonl"
+    hub.write_text("".join(json.dumps({"id": qa["id"], "title": "Normans", "context": p["context"],
+                                       "question": qa["question"],
+                                       "answers": {"text": [a["text"] for a in qa["answers"]], "answer_start": []}})
+                           + "\n" for p in SQUAD["data"][0]["paragraphs"] for qa in p["qas"]))
+    assert [r["id"] for r in small_real_records(hub, 10)] == ["q1", "q2", "q3"]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "question": "q?"}) + "\n")
+    bad = run([str(ROOT / "launchers" / "prepare_small_real_dataset.py"), "--squad_path", "bad.jsonl"], tmp_path)
+    assert bad.returncode != 0 and "bad.jsonl:1: not a SQuAD row (missing context, answers" in bad.stderr
+
+
+def test_the_original_scripts_run_or_name_their_replacement(tmp_path):
+    sys.path.insert(0, str(ROOT / "launchers"))
+    try:
+        from test_training import command
+    finally:
+        sys.path.remove(str(ROOT / "launchers"))
+    assert command(["--test_both"])[-2:] == ["tests/test_model.py", "tests/test_compat.py"]
+    assert command(["--test_modernbert", "-x"])[-3:] == ["-k", "encoder", "-x"]
+    for kind, flag in (("nlayers", "n_layers"), ("modernbert", "modernbert")):
+        done = run([str(ROOT / "launchers" / f"train_{kind}_two_stage.py"), "--cache_dir", "c"], tmp_path)
+        assert done.returncode == 1 and "configs/small_gpu.yaml" in done.stderr and flag in done.stderr
+    from scaledown import TwoStageModernBERTTrainer
+    from scaledown.training import TwoStageNLayersTrainer
+
+    for trainer in (TwoStageNLayersTrainer, TwoStageModernBERTTrainer):
+        with pytest.raises(NotImplementedError, match="configs/small_gpu.yaml"):
+            trainer(None, None, cache_dir="./demo_cache")
+    evaluation = run([str(ROOT / "launchers" / "train_with_evaluation.py"), "--train_data", "t.json"], tmp_path)
+    assert evaluation.returncode == 1 and "--eval_data FILE" in evaluation.stderr
+    helped = run([str(ROOT / "launchers" / "train_with_evaluation.py"), "--help"], tmp_path)
+    assert helped.returncode == 0 and "usage: scaledown train" in helped.stdout
