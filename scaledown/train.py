@@ -30,6 +30,7 @@ from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
 from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
                             summarize)
+from scaledown.eval.evaluate import reference_answer
 from scaledown.metrics import FlopModel, Meter, Trackers, device_peak_tflops
 from scaledown.models.compressor import COMPRESSORS
 from scaledown.models.generator import load_tokenizer
@@ -207,7 +208,13 @@ def evaluate(engine: Engine, records, cfg: Config, step: int, tb: Trackers, answ
     text = system != "compressed"
     k = 0 if system == "no_documents" else cfg.data.eval_num_documents
     sums = {}
+    # Labels that are the gold answers (`--teacher gold`): one CE pass serves both (decided on all records, so
+    # every rank runs the same passes).
+    same = all(r.answer == reference_answer(r, "gold") for r in kept)
     for reference in ("teacher", "gold"):
+        if reference == "gold" and same:
+            sums["ce_gold"], sums["ce_gold_tokens"] = sums["ce_teacher"], sums["ce_teacher_tokens"]
+            continue
         ce, n = answer_ce(model, shard, reference, cfg.train.micro_batch_size, k, text=text)
         sums[f"ce_{reference}"], sums[f"ce_{reference}_tokens"] = ce, float(n)
     if not text:
