@@ -147,6 +147,19 @@ def test_prepare_dataset_with_its_flags_writes_its_json_list(tiny, tmp_path):
     assert eight.returncode != 0 and "needs a CUDA GPU" in eight.stderr
 
 
+@pytest.mark.slow
+def test_synthetic_queries_without_a_corpus_use_the_projects_facts(tiny, tmp_path):
+    done = run(["-m", "scaledown.data.prepare_dataset", "--num_synthetic_queries", "6", "--output_file", "s.jsonl",
+                "--top_k_retrieval", "4", "--retriever_model", str(tiny["splade"]), "--teacher_model", "gold",
+                "--tokenizer", str(tiny["generator"])], tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["answer"] == r["gold_answers"][0] and len(r["documents"]) == 4 for r in rows)
+    assert (tmp_path / "s.jsonl.build.synthetic" / "corpus.jsonl").exists()
+    missing = run(["-m", "scaledown.data.prepare_dataset", "--queries_file", "q.txt"], tmp_path)
+    assert missing.returncode != 0 and "--corpus_path is required" in missing.stderr
+
+
 def test_ms_marco_download_parses_its_tsv_and_fails_clearly_offline(tmp_path):
     from scaledown.build.prepare_dataset import download_ms_marco
 

@@ -57,12 +57,13 @@ def parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--queries_file", help="queries: text (one per line), TSV qid<TAB>query, or any format "
                         "of the build's --queries")
-    source.add_argument("--num_synthetic_queries", type=int, help="N quick-test queries made from the corpus")
+    source.add_argument("--num_synthetic_queries", type=int, help="N quick-test queries: made from the corpus, or "
+                        "without --corpus_path the project's synthetic facts (corpus, questions, gold answers)")
     source.add_argument("--download_ms_marco", action="store_true",
                         help="MS MARCO dev-small queries (internet needed), saved next to the output")
     p.add_argument("--ms_marco_url", default=MS_MARCO_URL, help=argparse.SUPPRESS)
-    p.add_argument("--corpus_path", required=True, help="the build's --corpus: KILT, JSONL, a JSON list, TSV, "
-                   "or a datasets folder")
+    p.add_argument("--corpus_path", default=None, help="the build's --corpus: KILT, JSONL, a JSON list, TSV, "
+                   "or a datasets folder (optional only with --num_synthetic_queries)")
     p.add_argument("--max_corpus_size", type=int, default=0, help="only the first N corpus documents (0: all)")
     p.add_argument("--top_k_retrieval", type=int, default=20, help="SPLADE candidates per query (--retrieve-k)")
     p.add_argument("--enable_reranking", action="store_true", help="rerank with the cross-encoder and keep its "
@@ -79,19 +80,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def synthetic_folder(work: Path) -> Path:
+    return work.parent / (work.name + ".synthetic")
+
+
+def write_synthetic(folder: Path, n: int) -> None:
+    """`n` of the project's synthetic facts (scaledown/build/synthetic.py) as a corpus and questions with their gold
+    answers, for --num_synthetic_queries without a corpus."""
+    from scaledown.build import synthetic
+
+    if not (folder / "queries.jsonl").exists():
+        synthetic.main(["--out", str(folder), "--train", str(n), "--eval", "0"])
+
+
 def build_arguments(args, work: Path) -> list[str]:
     """The dataset build's command line for these flags."""
     rerank = args.enable_reranking or args.top_k_reranking is not None
     k = args.top_k_reranking or (5 if rerank else args.top_k_retrieval)
-    argv = ["--corpus", args.corpus_path, "--out", str(work), "--splade", args.retriever_model,
+    corpus = args.corpus_path or str(synthetic_folder(work) / "corpus.jsonl")
+    argv = ["--corpus", corpus, "--out", str(work), "--splade", args.retriever_model,
             "--cross-encoder", args.reranker_model if rerank else "", "--teacher", args.teacher_model,
             "--retrieve-k", str(args.top_k_retrieval), "--k", str(k), "--quiet"]
     if args.queries_file:
         argv += ["--queries", args.queries_file]
     elif args.download_ms_marco:
         argv += ["--queries", str(ms_marco_path(work))]  # downloaded by rank 0 before the build's first barrier
-    else:
+    elif args.corpus_path:
         argv += ["--synthetic-queries", str(args.num_synthetic_queries)]
+    else:
+        argv += ["--queries", str(synthetic_folder(work) / "queries.jsonl")]  # the facts' questions and answers
     for flag, value in (("--max-corpus-size", args.max_corpus_size), ("--tokenizer", args.tokenizer)):
         if value:
             argv += [flag, str(value)]
@@ -130,8 +147,18 @@ def main(argv: list[str] | None = None) -> Path:
     discover()  # RANK before anything reads it: under srun / mpirun only rank 0 downloads and writes
     output = Path(args.output_file)
     work = output.with_name(output.name + ".build")
+    if not args.corpus_path and not args.num_synthetic_queries:
+        raise SystemExit("--corpus_path is required (only --num_synthetic_queries makes its own corpus)")
     if args.download_ms_marco and int(os.environ.get("RANK", 0)) == 0:
         download_ms_marco(args.ms_marco_url, ms_marco_path(work))
+    if not args.corpus_path:
+        if int(os.environ.get("RANK", 0)) == 0:
+            write_synthetic(synthetic_folder(work), args.num_synthetic_queries)
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # the others read it once rank 0 has written it
+            import torch
+
+            torch.distributed.init_process_group("gloo")
+            torch.distributed.barrier()
     pipeline.main(build_arguments(args, work))
     if int(os.environ.get("RANK", 0)) == 0:
         write_output(work / "dataset.jsonl", output)
