@@ -118,8 +118,12 @@ def test_a_run_with_eval_data_writes_the_report(reference, tmp_path):
     report = (run / "report.md").read_text()
     for row in ("| no documents |", "| uncompressed (documents as text) |", "| compressed, before training |",
                 "| compressed, after training |", "![training curves](loss.png)", "| compressed | ",
-                "Speed-up of the compressed model"):
+                "Speed-up of the compressed model", "## Learning curve (held-out)",
+                "| step | ce_gold | ce_gold_other_documents | accuracy |"):
         assert row in report, report
+    curve = report.split("## Learning curve (held-out)")[1].split("##")[0]
+    assert [line.split(" | ")[0] for line in curve.splitlines() if line.startswith("| ") and "step" not in line] \
+        == ["| 0", "| 2", "| 4"]  # before training, the curve evaluation, the final one
     assert (run / "loss.png").stat().st_size > 10_000
     (run / "report.md").unlink()
     from scaledown.eval.report import main as report_main

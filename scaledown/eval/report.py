@@ -5,7 +5,8 @@
 - before/after table on the held-out records: the generator with no documents, the generator reading the
   documents as text (uncompressed), the compressed model before training and after; answer CE against the
   teacher's answers and the gold ones, accuracy, token F1, and agreement with the teacher (teacher_f1);
-- loss.png: the training loss, the held-out answer CE (every `train.eval_every` steps) and the learning rates;
+- loss.png: the training loss, the held-out answer CE and accuracy (every `train.eval_every` steps, with the
+  baselines as lines) and the learning rates; the same curve as a table in report.md;
 - speed: milliseconds per query, compressed vs uncompressed, same device, same batch, same number of new tokens.
 """
 
@@ -34,25 +35,32 @@ def table_rows(result: dict) -> list[tuple[str, dict[str, float]]]:
     return rows
 
 
+def curve(result: dict, key: str) -> list[tuple[int, float]]:
+    """(step, value) of one held-out metric: before training (step 0), every curve evaluation, the final one."""
+    points = [(e["step"], e[key]) for e in result.get("eval_history") or [] if key in e]
+    before = ((result.get("baseline") or {}).get("compressed") or {}).get(key)
+    if before is not None:
+        points.insert(0, (0, before))
+    if key in (result.get("eval") or {}) and (not points or points[-1][0] != result["steps"]):
+        points.append((result["steps"], result["eval"][key]))
+    return points
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history, evals = result["history"], result.get("eval_history") or []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    history = result["history"]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     steps = [h["step"] for h in history]
     axes[0].plot(steps, [h["train/loss"] for h in history], label="train loss")
     axes[0].set(title="training loss", xlabel="optimizer step", ylabel="loss")
     base = result.get("baseline") or {}
     for key, label in (("eval/ce_teacher", "teacher's answers"), ("eval/ce_gold", "gold answers"),
                        ("eval/ce_gold_other_documents", "gold answers, another question's documents")):
-        points = [(e["step"], e[key]) for e in evals if key in e]
-        if key in base.get("compressed", {}):
-            points.insert(0, (0, base["compressed"][key]))
-        if key in (result.get("eval") or {}) and (not points or points[-1][0] != result["steps"]):
-            points.append((result["steps"], result["eval"][key]))  # the final evaluation
+        points = curve(result, key)
         if points:
             axes[1].plot(*zip(*points), marker="o", label=label)
     for name, style in (("uncompressed", "--"), ("no_documents", ":")):
@@ -60,9 +68,17 @@ def plot(result: dict, path: Path) -> None:
         if value is not None:
             axes[1].axhline(value, linestyle=style, color="grey", label=f"{name.replace('_', ' ')} (gold)")
     axes[1].set(title="held-out answer CE", xlabel="optimizer step", ylabel="CE per token")
+    points = curve(result, "eval/accuracy")
+    if points:
+        axes[2].plot(*zip(*points), marker="o", label="compressed")
+    for name, style in (("uncompressed", "--"), ("no_documents", ":")):
+        value = base.get(name, {}).get(f"baseline/{name}/accuracy")
+        if value is not None:
+            axes[2].axhline(value, linestyle=style, color="grey", label=name.replace("_", " "))
+    axes[2].set(title="held-out accuracy (gold)", xlabel="optimizer step", ylabel="accuracy")
     for key in sorted({k for h in history for k in h if k.startswith("train/lr_")}):
-        axes[2].plot(steps, [h[key] for h in history], label=key.removeprefix("train/lr_"))
-    axes[2].set(title="learning rate", xlabel="optimizer step")
+        axes[3].plot(steps, [h[key] for h in history], label=key.removeprefix("train/lr_"))
+    axes[3].set(title="learning rate", xlabel="optimizer step")
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -85,6 +101,15 @@ def markdown(result: dict, run_dir: Path) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{values[c]:.4f}" if c in values else "-" for c in COLUMNS)
                          + " |")
     lines += ["", "![training curves](loss.png)", ""]
+    keys = [k for k in ("eval/ce_gold", "eval/ce_gold_other_documents", "eval/accuracy") if curve(result, k)]
+    if keys and len(curve(result, keys[0])) > 1:
+        columns = {k: dict(curve(result, k)) for k in keys}
+        steps = sorted({step for values in columns.values() for step in values})
+        lines += ["## Learning curve (held-out)", "", "| step | " + " | ".join(k.removeprefix("eval/") for k in keys)
+                  + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {step} | " + " | ".join(f"{columns[k][step]:.4f}" if step in columns[k] else "-" for k in keys)
+                  + " |" for step in steps]
+        lines.append("")
     sp = result.get("speed")
     if sp:
         ratio = sp["uncompressed_ms_per_query"] / sp["compressed_ms_per_query"]
