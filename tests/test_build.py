@@ -228,7 +228,10 @@ def test_readers_report_bad_lines_with_file_and_line(tmp_path):
                                  f"{tsv}:3: invalid UTF-8 at byte 5"]
     queries = tmp_path / "q.txt"
     queries.write_text("first\n\nsecond\n")
-    assert [(q.id, q.text) for q in read_queries(queries, problems)] == [("1", "first"), ("3", "second")]
+    assert [(q.id, q.text) for q in read_queries(queries, problems)] == [("q.txt:1", "first"), ("q.txt:3", "second")]
+    # The dataset guide's split-and-merge: two chunks of one list, read apart, give distinct ids.
+    (tmp_path / "chunk_1.txt").write_text("third\n")
+    assert read_queries(tmp_path / "chunk_1.txt", problems)[0].id == "chunk_1.txt:1"
 
 
 def test_chunking_respects_the_token_budget_with_stable_ids():

@@ -289,7 +289,8 @@ def read_queries(path: str | Path, problems: Problems, fmt: str = "auto", split:
 def _text_query(path: Path, kind: str, lineno: int, line: str, problems: Problems) -> tuple[str, Query] | None:
     where = f"{path}:{lineno}"
     if kind == "text":
-        return where, Query(str(lineno), line.strip())
+        # The file's name and the line: chunks of one query list, built apart and merged, keep distinct ids.
+        return where, Query(f"{path.name}:{lineno}", line.strip())
     fields = tsv_fields(where, line, ("qid", "query"), problems)
     return (where, Query(*fields)) if fields else None
 

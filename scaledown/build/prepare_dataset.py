@@ -55,8 +55,8 @@ def ms_marco_path(work: Path) -> Path:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scaledown.data.prepare_dataset", description=__doc__.split("\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--queries_file", help="queries: text (one per line), TSV qid<TAB>query, or any format "
-                        "of the build's --queries")
+    source.add_argument("--queries_file", help="queries: text (one per line, ids file.txt:line), TSV "
+                        "qid<TAB>query, or any format of the build's --queries")
     source.add_argument("--num_synthetic_queries", type=int, help="N quick-test queries: made from the corpus, or "
                         "without --corpus_path the project's synthetic facts (corpus, questions, gold answers)")
     source.add_argument("--download_ms_marco", action="store_true",
