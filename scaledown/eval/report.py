@@ -46,6 +46,14 @@ def curve(result: dict, key: str) -> list[tuple[int, float]]:
     return points
 
 
+def baseline_lines(ax, base: dict, metric: str, suffix: str = "") -> None:
+    """The text and no-document baselines of one metric as horizontal lines (when the run measured them)."""
+    for name, style in (("uncompressed", "--"), ("no_documents", ":")):
+        value = base.get(name, {}).get(f"baseline/{name}/{metric}")
+        if value is not None:
+            ax.axhline(value, linestyle=style, color="grey", label=name.replace("_", " ") + suffix)
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -63,18 +71,12 @@ def plot(result: dict, path: Path) -> None:
         points = curve(result, key)
         if points:
             axes[1].plot(*zip(*points), marker="o", label=label)
-    for name, style in (("uncompressed", "--"), ("no_documents", ":")):
-        value = base.get(name, {}).get(f"baseline/{name}/ce_gold")
-        if value is not None:
-            axes[1].axhline(value, linestyle=style, color="grey", label=f"{name.replace('_', ' ')} (gold)")
+    baseline_lines(axes[1], base, "ce_gold", " (gold)")
     axes[1].set(title="held-out answer CE", xlabel="optimizer step", ylabel="CE per token")
     points = curve(result, "eval/accuracy")
     if points:
         axes[2].plot(*zip(*points), marker="o", label="compressed")
-    for name, style in (("uncompressed", "--"), ("no_documents", ":")):
-        value = base.get(name, {}).get(f"baseline/{name}/accuracy")
-        if value is not None:
-            axes[2].axhline(value, linestyle=style, color="grey", label=name.replace("_", " "))
+    baseline_lines(axes[2], base, "accuracy")
     axes[2].set(title="held-out accuracy (gold)", xlabel="optimizer step", ylabel="accuracy")
     for key in sorted({k for h in history for k in h if k.startswith("train/lr_")}):
         axes[3].plot(steps, [h[key] for h in history], label=key.removeprefix("train/lr_"))
@@ -101,9 +103,9 @@ def markdown(result: dict, run_dir: Path) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{values[c]:.4f}" if c in values else "-" for c in COLUMNS)
                          + " |")
     lines += ["", "![training curves](loss.png)", ""]
-    keys = [k for k in ("eval/ce_gold", "eval/ce_gold_other_documents", "eval/accuracy") if curve(result, k)]
-    if keys and len(curve(result, keys[0])) > 1:
-        columns = {k: dict(curve(result, k)) for k in keys}
+    columns = {k: dict(curve(result, k)) for k in ("eval/ce_gold", "eval/ce_gold_other_documents", "eval/accuracy")}
+    keys = [k for k, values in columns.items() if values]
+    if keys and len(columns[keys[0]]) > 1:
         steps = sorted({step for values in columns.values() for step in values})
         lines += ["## Learning curve (held-out)", "", "| step | " + " | ".join(k.removeprefix("eval/") for k in keys)
                   + " |", "|---" * (len(keys) + 1) + "|"]
