@@ -13,7 +13,7 @@ import random
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,9 +28,8 @@ from scaledown.build.pretraining import pretraining_records
 from scaledown.data.schema import load_records
 from scaledown.engine import make_engine
 from scaledown.engine.base import Engine, ParamGroup
-from scaledown.eval import (answer_ce, generate_answers, generate_uncompressed, references, score_records,
-                            summarize)
-from scaledown.eval.evaluate import reference_answer
+from scaledown.eval import generate_answers, generate_uncompressed, references
+from scaledown.eval.evaluate import Ranks, evaluate
 from scaledown.metrics import FlopModel, Meter, Trackers, device_peak_tflops
 from scaledown.models.compressor import COMPRESSORS
 from scaledown.models.generator import load_tokenizer
@@ -191,49 +190,19 @@ def micro_batches(loader: DataLoader, sampler: ShardedSampler):
         sampler.set_position(sampler.epoch + 1, 0)
 
 
-SYSTEMS = ("compressed", "uncompressed", "no_documents")
+BASELINES = ("compressed", "uncompressed", "no_documents")  # measured before the first step
 
 
-@torch.no_grad()
-def evaluate(engine: Engine, records, cfg: Config, step: int, tb: Trackers, answers: bool = True,
+def held_out(engine: Engine, records, cfg: Config, step: int, tb: Trackers, answers: bool = True,
              system: str = "compressed") -> dict[str, float]:
-    """Held-out metrics of one system, each rank on its share, averaged over all ranks: the answers' CE (the
-    teacher's and the gold ones) and, with `answers`, the generated answers' metrics. Systems: `compressed` (the
-    model being trained), `uncompressed` (the base generator reading the documents as text), `no_documents`."""
-    model = engine.model
+    """Held-out metrics of one system (scaledown/eval/evaluate.py), logged under eval/ (the model being trained)
+    or baseline/SYSTEM/: the answers' CE and, with `answers`, the generated answers' metrics."""
     kept = records[: cfg.data.max_eval_examples or None]  # 0: every record
-    # Equal shares: under ZeRO-3 every forward is a collective, so all ranks run the same number of batches.
-    shard = kept[: len(kept) // engine.dp_size * engine.dp_size][engine.dp_rank:: engine.dp_size]
-    synced = {"synced_gpus": True} if engine.collective_forward else {}
-    text = system != "compressed"
-    k = 0 if system == "no_documents" else cfg.data.eval_num_documents
-    sums = {}
-    # Labels that are the gold answers (`--teacher gold`): one CE pass serves both (decided on all records, so
-    # every rank runs the same passes).
-    same = all(r.answer == reference_answer(r, "gold") for r in kept)
-    for reference in ("teacher", "gold"):
-        if reference == "gold" and same:
-            sums["ce_gold"], sums["ce_gold_tokens"] = sums["ce_teacher"], sums["ce_teacher_tokens"]
-            continue
-        ce, n = answer_ce(model, shard, reference, cfg.train.micro_batch_size, k, text=text)
-        sums[f"ce_{reference}"], sums[f"ce_{reference}_tokens"] = ce, float(n)
-    if not text:
-        # Does the model read its memory? The same answers given another question's documents: a model that
-        # answers from the question alone scores the same CE with them.
-        others = [replace(r, documents=shard[(i + 1) % len(shard)].documents) for i, r in enumerate(shard)]
-        ce, n = answer_ce(model, others, "gold", cfg.train.micro_batch_size, k)
-        sums["ce_gold_other_documents"], sums["ce_gold_other_documents_tokens"] = ce, float(n)
-    if answers:
-        generate = generate_uncompressed if text else generate_answers
-        preds = generate(model, shard, cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens, k, **synced)
-        sums.update(score_records(preds, shard))  # gold answers when the records carry them, else the teacher's
-    totals = {k: v * engine.world_size for k, v in engine.all_reduce(sums).items()}  # mean -> sum
-    metrics = {f"ce_{r}": totals[f"ce_{r}"] / totals[f"ce_{r}_tokens"]
-               for r in ("teacher", "gold", "gold_other_documents") if totals.get(f"ce_{r}_tokens")}
-    if answers:
-        metrics.update(summarize(totals))
+    result = evaluate(engine.model, kept, Ranks.of_engine(engine), (system,), answers=answers,
+                      batch_size=cfg.train.micro_batch_size, max_new_tokens=cfg.train.max_eval_new_tokens,
+                      num_documents=cfg.data.eval_num_documents)
     prefix = "eval" if system == "compressed" else f"baseline/{system}"
-    metrics = {f"{prefix}/{k}": v for k, v in metrics.items()}
+    metrics = {f"{prefix}/{k}": v for k, v in result.metrics[system].items()}
     tb.log(metrics, step)
     return metrics
 
@@ -268,7 +237,7 @@ def baseline(engine: Engine, records, cfg: Config, tb: Trackers, out_dir: Path, 
     path = out_dir / "baseline_eval.json"
     if step > 0:
         return json.loads(path.read_text()) if path.exists() else None
-    result = {name: evaluate(engine, records, cfg, 0, tb, system=name) for name in SYSTEMS}
+    result = {name: held_out(engine, records, cfg, 0, tb, system=name) for name in BASELINES}
     if engine.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2))
@@ -435,7 +404,7 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total_steps and eval_records \
                 and not stop:
             started = time.perf_counter()
-            eval_history.append({"step": step, **evaluate(engine, eval_records, cfg, step, tb,
+            eval_history.append({"step": step, **held_out(engine, eval_records, cfg, step, tb,
                                                           answers=cfg.train.curve_answers)})
             clock.evaluating += time.perf_counter() - started
         if checkpointer.due(step) or step == total_steps or stop:
@@ -454,7 +423,7 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
               "tensorboard": str(out_dir / "tensorboard"), "loop_seconds": seconds,
               "eval_seconds_in_loop": clock.evaluating}
     if eval_records:
-        result["eval"] = evaluate(engine, eval_records, cfg, step, tb)
+        result["eval"] = held_out(engine, eval_records, cfg, step, tb)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0:
             eval_history.append({"step": step, **result["eval"]})
         result["baseline"], result["speed"] = before, speed(engine, eval_records, cfg)

@@ -27,7 +27,8 @@ def test_zero_stage_trains_and_loss_falls(inputs, tmp_path, stage):
         # so a missing gather in the export would show.
         ds_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     (tmp_path / "ds.json").write_text(json.dumps(ds_config))
-    result = train(2, inputs + [f"--train.output_dir={tmp_path / 'run'}",
+    # 5 held-out records on 2 ranks: unequal shares, padded so that ZeRO-3's collective forwards stay in step.
+    result = train(2, inputs + ["--data.max_eval_examples=5", f"--train.output_dir={tmp_path / 'run'}",
                                 f"--engine.deepspeed_config={tmp_path / 'ds.json'}",
                                 "--train.global_batch_size=8", "--train.micro_batch_size=2", "--train.max_steps=12",
                                 "--train.log_every=1", "--train.save_every=0"])

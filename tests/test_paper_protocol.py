@@ -285,15 +285,52 @@ def test_predict_under_torchrun_writes_the_same_answers_as_one_rank_and_as_pytho
 
 
 def _shard_and_gather(rank, world, n):
-    from scaledown.eval.cli import sharded
+    from scaledown.eval.evaluate import Ranks
 
-    return sharded(list(range(n)), rank, world, lambda shard: [f"answer {i}" for i in shard])
+    ranks = Ranks.of_process_group()
+    index, counted = ranks.share(n)
+    total = ranks.sum({"records": float(sum(counted)), "batches": float(len(index))})
+    return ranks.map(list(range(n)), lambda share: [f"answer {i}" for i in share]), len(index), total
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_work_gathers_every_record_once_in_input_order_on_rank_zero(world):
     from spawn import run_ranks
 
-    results = run_ranks(_shard_and_gather, world, 7)  # 7 records: shares of unequal size
-    assert results[0] == [f"answer {i}" for i in range(7)]
-    assert results[1:] == [None] * (world - 1)
+    results = run_ranks(_shard_and_gather, world, 7)  # 7 records: padded to equal shares
+    assert results[0][0] == [f"answer {i}" for i in range(7)]
+    assert [r[0] for r in results[1:]] == [None] * (world - 1)
+    # Every rank runs the same number of records (ZeRO-3's collective forwards), and each record counts once.
+    assert len({r[1] for r in results}) == 1
+    assert all(r[2]["records"] == 7 and r[2]["batches"] == results[0][1] * world for r in results)
+
+
+def _evaluate_on_ranks(rank, world, generator, n):
+    from scaledown.config import ModelConfig
+    from scaledown.eval.evaluate import Ranks, evaluate
+    from scaledown.models.model import ScaleDownModel
+    from scaledown.build.synthetic import make_records
+
+    torch.manual_seed(0)
+    model = ScaleDownModel.build(ModelConfig(generator=generator, compressor_layers=2, dtype="float32",
+                                             max_doc_tokens=32, max_answer_tokens=16)).eval()
+    records = [validate_record(r, f"record {i}") for i, r in enumerate(make_records(n, seed=1))]
+    result = evaluate(model, records, Ranks.of_process_group(),
+                      ("compressed", "uncompressed", "no_documents"), batch_size=2, max_new_tokens=3,
+                      num_documents=2, keep_rows=True)
+    return result.metrics, result.rows
+
+
+def test_evaluate_on_two_ranks_gives_one_ranks_metrics_and_rows(tiny_generator):
+    """The one evaluate() of the loop and the commands: 5 records on 2 ranks (the share padded, the padding not
+    counted) give the metrics and the per-record answers of one rank."""
+    from spawn import run_ranks
+
+    one = _evaluate_on_ranks(0, 1, tiny_generator, 5)
+    (metrics, rows), (other_metrics, other_rows) = run_ranks(_evaluate_on_ranks, 2, tiny_generator, 5)
+    assert rows == one[1] and len(rows) == 5 and other_rows is None
+    assert set(metrics) == set(one[0]) == {"compressed", "uncompressed", "no_documents"}
+    for system, values in one[0].items():
+        assert {"ce_gold", "accuracy", "f1"} <= set(values)
+        assert metrics[system] == pytest.approx(values, rel=1e-5), system
+        assert other_metrics[system] == metrics[system]

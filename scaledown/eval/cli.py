@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from scaledown.eval.answers import ndcg_at_k, references, score_records, summarize
-from scaledown.eval.evaluate import generate_answers, generate_uncompressed
+from scaledown.eval.answers import references
+from scaledown.eval.evaluate import Ranks, evaluate
 from scaledown.eval.judge import JUDGE_MODEL, Judge
 from scaledown.log import pop_log_level
 
@@ -29,18 +29,6 @@ def setup_device(requested: str | None) -> tuple[int, int, torch.device]:
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
-
-
-def sharded(records: list, rank: int, world: int, work) -> list | None:
-    """`work(shard)` on this rank's records (every world-th, from `rank`), one result per record; on rank 0 all
-    results in the records' order, elsewhere None."""
-    mine = list(range(rank, len(records), world))
-    rows = list(zip(mine, work([records[i] for i in mine])))
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, rows)
-        rows = sorted((row for part in gathered for row in part), key=lambda row: row[0])
-    return [result for _, result in rows] if rank == 0 else None
 
 
 def run_ranks(main_of_rank, device: str | None):
@@ -129,35 +117,14 @@ def evaluate_export(args, rank: int, world: int, device: torch.device) -> dict |
         teacher = {r.id: r.answer for r in records}
     judge = Judge(args.judge, device, args.dtype, args.judge_batch_size) if args.judge else None
 
-    def rows_of(shard: list) -> list[dict]:
-        systems = {"compressed": generate_answers(model, shard, args.batch_size, args.max_new_tokens, k)}
-        if args.uncompressed:
-            systems["uncompressed"] = generate_uncompressed(model, shard, args.batch_size, args.max_new_tokens, k)
-        if teacher is not None:
-            systems["teacher"] = [teacher[r.id] for r in shard]
-        judged = {name: judge.scores(shard, preds) for name, preds in systems.items()} if judge else {}
-        rows = [{**{name: preds[j] for name, preds in systems.items()},
-                 **{f"judge/{name}": s[j] for name, s in judged.items()}} for j in range(len(shard))]
-        if model.rerank_head is not None:
-            for row, r in zip(rows, shard):
-                if isinstance(r.extra.get("relevance"), list):
-                    scores = model.rerank_scores([r.query], [r.documents[:k]])[0].tolist()
-                    row["ndcg"] = ndcg_at_k(scores, r.extra["relevance"])
-        return rows
-
-    rows = sharded(records, rank, world, rows_of)
+    systems = ["compressed"] + ["uncompressed"] * args.uncompressed + ["teacher"] * (teacher is not None)
+    ranks = Ranks.of_process_group(device if device.type == "cuda" else None)
+    result = evaluate(model, records, ranks, systems, ce=False, batch_size=args.batch_size,
+                      max_new_tokens=args.max_new_tokens, num_documents=k, judge=judge, teacher=teacher,
+                      keep_rows=True)
     if rank != 0:
         return None
-    systems = [name for name in ("compressed", "uncompressed", "teacher") if name in rows[0]]
-    ndcg = [row["ndcg"] for row in rows if "ndcg" in row]
-    judged = args.judge is not None
-    table = {}
-    for name in systems:
-        table[name] = summarize(score_records([r[name] for r in rows], records))
-        if judged:
-            table[name]["judge"] = sum(r[f"judge/{name}"] for r in rows) / len(rows)
-    if ndcg:
-        table["compressed"]["ndcg@10"] = sum(ndcg) / len(ndcg)
+    table, rows = result.metrics, result.rows
     against = "gold answers" if all(r.gold_answers for r in records) else "the records' answers (no gold_answers)"
     print(f"{len(records)} examples from {args.data}, {k} documents each, scored against {against}")
     columns = list(dict.fromkeys(m for row in table.values() for m in row))

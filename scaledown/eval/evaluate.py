@@ -1,14 +1,110 @@
-"""What the loop and the `scaledown eval` command share: greedy answers of the compressed model and of the text
-baselines, and the CE of a reference answer."""
+"""Held-out evaluation, one way for the training loop and the `scaledown eval` / `predict` commands: records
+sharded in equal shares by data-parallel rank, each system's answers generated and scored on every rank, the
+sums reduced in one collective and, when asked, the per-record rows gathered on rank 0 in input order.
+
+    ranks = Ranks.of_process_group()            # the commands (torchrun); the loop: Ranks.of_engine(engine)
+    result = evaluate(model, records, ranks, systems=("compressed", "uncompressed"), num_documents=10)
+    result.metrics["compressed"]["accuracy"]    # every rank; result.rows: rank 0 only, with keep_rows=True
+
+Systems: `compressed` (the model), `uncompressed` (the base generator reading the documents as text),
+`no_documents` (the base generator, question alone), `teacher` (the records' teacher answers, scored).
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 
 from scaledown.data.schema import Record
+from scaledown.eval.answers import ndcg_at_k, score_records, summarize
 from scaledown.log import progress
+
+SYSTEMS = ("compressed", "uncompressed", "no_documents", "teacher")
+
+
+def _one_rank_sum(values: dict[str, float]) -> dict[str, float]:
+    return dict(values)
+
+
+@dataclass
+class Ranks:
+    """The data-parallel ranks an evaluation is spread over, and how their results meet.
+
+    `sum` adds each value over the data-parallel ranks (every rank gets the totals); `gather` brings each rank's
+    list to rank 0 (None elsewhere), or is None where the backend has no object collective (XLA). `collective`:
+    every forward is a collective (ZeRO-3), so generation runs with `synced_gpus`."""
+
+    rank: int = 0
+    size: int = 1
+    collective: bool = False
+    sum: Callable[[dict[str, float]], dict[str, float]] = field(default=_one_rank_sum)
+    gather: Callable[[list], list | None] | None = None
+
+    @classmethod
+    def of_engine(cls, engine) -> Ranks:
+        """The training engine's data-parallel ranks; its all_reduce averages over all ranks, and the ranks of
+        one tensor-parallel group hold the same sums, so mean x dp_size is the data-parallel sum."""
+        size = engine.dp_size
+        return cls(engine.dp_rank, size, engine.collective_forward,
+                   lambda values: {k: v * size for k, v in engine.all_reduce(values).items()})
+
+    @classmethod
+    def of_process_group(cls, device: torch.device | None = None) -> Ranks:
+        """torchrun's ranks (one rank when no process group is up); sums travel on `device` (NCCL: a GPU)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return cls(gather=lambda rows: rows)
+        rank, size = dist.get_rank(), dist.get_world_size()
+
+        def total(values):
+            names = sorted(values)
+            t = torch.tensor([float(values[n]) for n in names], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            return dict(zip(names, t.cpu().tolist()))
+
+        def gather(rows):
+            parts = [None] * size
+            dist.all_gather_object(parts, rows)
+            return [row for part in parts for row in part] if rank == 0 else None
+
+        return cls(rank, size, False, total, gather)
+
+    def share(self, n: int) -> tuple[list[int], list[bool]]:
+        """This rank's record indices (every size-th, from `rank`) and which of them count: the list is padded
+        with its first records to a multiple of `size`, so every rank runs the same number of batches (ZeRO-3's
+        collective forwards need it) and every record counts exactly once."""
+        padded = -(-n // self.size) * self.size
+        mine = range(self.rank, padded, self.size)
+        return [i % n for i in mine], [i < n for i in mine]
+
+    def collect(self, index: list[int], counted: list[bool], results: list) -> list | None:
+        """This rank's per-record `results` (one per `share` index) brought together: on rank 0 every record's,
+        in input order, elsewhere None."""
+        rows = [(i, out) for i, out, c in zip(index, results, counted) if c]
+        if self.size > 1:
+            if self.gather is None:
+                raise RuntimeError("per-record results need an object gather, which this backend lacks")
+            rows = self.gather(rows)
+            if rows is None:
+                return None
+        return [out for _, out in sorted(rows, key=lambda row: row[0])]
+
+    def map(self, records: list, work: Callable[[list], list]) -> list | None:
+        """`work(share)` on this rank's records, one result per record, collected on rank 0 in input order."""
+        if not records:
+            return []
+        index, counted = self.share(len(records))
+        return self.collect(index, counted, work([records[i] for i in index]))
+
+
+@dataclass
+class Evaluation:
+    """Per system its metrics (every rank); per record its answers and scores (rank 0, with keep_rows)."""
+
+    metrics: dict[str, dict[str, float]]
+    rows: list[dict] | None = None
 
 @torch.no_grad()
 def generate_answers(model, records: list[Record], batch_size: int = 8, max_new_tokens: int = 32,
@@ -69,18 +165,20 @@ def _ce_sum(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> t
 
 @torch.no_grad()
 def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
-              num_documents: int | None = None, text: bool = False) -> tuple[float, int]:
+              num_documents: int | None = None, text: bool = False,
+              counted: list[bool] | None = None) -> tuple[float, int]:
     """(summed CE, answer tokens) of the reference answers: given the compressed documents, or with `text=True`
     given the base generator's text prompt (`num_documents=0`: no documents). Sums all-reduce across ranks.
-    Records without that reference are run too (with a stand-in answer, not counted): every rank runs as many
-    batches as it has records, which ZeRO-3's collective forwards need."""
+    Records without that reference, or not `counted` (a share's padding), are run too (with a stand-in answer,
+    not counted): every rank runs as many batches as it has records, which ZeRO-3's collective forwards need."""
     from scaledown.data.collate import IGNORE_INDEX, left_pad
     from scaledown.data.prompts import encode_text
     from scaledown.models.compressor import position_ids_from_mask
 
     chosen = [replace(r, answer=reference_answer(r, reference) or "-", documents=r.documents[:num_documents])
               for r in records]
-    counted = torch.tensor([bool(reference_answer(r, reference)) for r in records])
+    counted = torch.tensor([bool(reference_answer(r, reference)) and (counted is None or counted[i])
+                            for i, r in enumerate(records)])
     was_training = model.training
     model.eval()
     device = model.generator.get_input_embeddings().weight.device
@@ -108,3 +206,93 @@ def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
         total, count = total + ce, count + n
     model.train(was_training)
     return total, count
+
+
+def ce_sums(model, shard: list[Record], others: list[Record], counted: list[bool], system: str, batch_size: int,
+            num_documents: int | None, same_labels: bool) -> dict[str, float]:
+    """Summed CE and token counts of the teacher's and the gold answers (one pass when they are the same
+    answers, `same_labels`, decided on all records so every rank runs the same passes) and, for the compressed
+    model, of the gold answers given another question's documents (`others`): a model that answers from the
+    question alone scores the same CE with them."""
+    text = system != "compressed"
+    out = {}
+    for reference in ("teacher", "gold"):
+        if reference == "gold" and same_labels:
+            out["ce_gold"], out["ce_gold_tokens"] = out["ce_teacher"], out["ce_teacher_tokens"]
+            continue
+        ce, n = answer_ce(model, shard, reference, batch_size, num_documents, text=text, counted=counted)
+        out[f"ce_{reference}"], out[f"ce_{reference}_tokens"] = ce, float(n)
+    if not text:
+        ce, n = answer_ce(model, others, "gold", batch_size, num_documents, counted=counted)
+        out["ce_gold_other_documents"], out["ce_gold_other_documents_tokens"] = ce, float(n)
+    return out
+
+
+def system_answers(model, shard: list[Record], system: str, batch_size: int, max_new_tokens: int,
+                   num_documents: int | None, teacher: dict[str, str] | None, **generate_kwargs) -> list[str]:
+    if system == "teacher":
+        if teacher is None:
+            raise ValueError("system 'teacher' needs the teacher's answers by record id")
+        return [teacher[r.id] for r in shard]
+    if system == "compressed":
+        return generate_answers(model, shard, batch_size, max_new_tokens, num_documents, **generate_kwargs)
+    k = 0 if system == "no_documents" else num_documents
+    return generate_uncompressed(model, shard, batch_size, max_new_tokens, k, **generate_kwargs)
+
+
+@torch.no_grad()
+def evaluate(model, records: list[Record], ranks: Ranks | None = None, systems=("compressed",), *, ce: bool = True,
+             answers: bool = True, batch_size: int = 8, max_new_tokens: int = 32, num_documents: int | None = None,
+             judge=None, teacher: dict[str, str] | None = None, keep_rows: bool = False) -> Evaluation:
+    """Each system's held-out metrics over all ranks: with `ce`, the answers' CE (the teacher's and the gold
+    ones); with `answers`, the greedy answers' metrics (gold answers when the records carry them, else the
+    teacher's), the `judge`'s verdict when one is given, and nDCG@10 of the rerank head when every record
+    carries graded `relevance`. `keep_rows`: each record's answers and scores, on rank 0."""
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown systems {unknown}: expected some of {SYSTEMS}")
+    ranks = ranks or Ranks()
+    index, counted = ranks.share(len(records))
+    shard = [records[i] for i in index]
+    mine = [r for r, c in zip(shard, counted) if c]
+    synced = {"synced_gpus": True} if ranks.collective else {}
+    same_labels = all(r.answer == reference_answer(r, "gold") for r in records)
+    # Each record with the next record's documents (in the whole list: the same pairs on any number of ranks).
+    others = [replace(r, documents=records[(i + 1) % len(records)].documents) for r, i in zip(shard, index)]
+    sums, columns = {}, {}
+    for system in systems:
+        part = {}
+        if ce and system != "teacher":
+            k = 0 if system == "no_documents" else num_documents
+            part.update(ce_sums(model, shard, others, counted, system, batch_size, k, same_labels))
+        if answers:
+            preds = system_answers(model, shard, system, batch_size, max_new_tokens, num_documents, teacher, **synced)
+            part.update(score_records([p for p, c in zip(preds, counted) if c], mine))
+            columns[system] = preds
+            if judge is not None:
+                columns[f"judge/{system}"] = judge.scores(shard, preds)
+                part["judge"] = sum(x for x, c in zip(columns[f"judge/{system}"], counted) if c)
+        sums.update({f"{system}/{name}": v for name, v in part.items()})
+    graded = records and all(isinstance(r.extra.get("relevance"), list) for r in records)
+    if "compressed" in systems and getattr(model, "rerank_head", None) is not None and graded:
+        columns["ndcg"] = [ndcg_at_k(model.rerank_scores([r.query], [r.documents[:num_documents]])[0].tolist(),
+                                     r.extra["relevance"]) for r in shard]
+        sums["compressed/ndcg"] = sum(x for x, c in zip(columns["ndcg"], counted) if c)
+    totals = ranks.sum(sums)  # one collective for every system's sums
+    metrics = {}
+    for system in systems:
+        t = {name.removeprefix(f"{system}/"): v for name, v in totals.items() if name.startswith(f"{system}/")}
+        m = {f"ce_{r}": t[f"ce_{r}"] / t[f"ce_{r}_tokens"]
+             for r in ("teacher", "gold", "gold_other_documents") if t.get(f"ce_{r}_tokens")}
+        if answers:
+            m.update(summarize(t))
+            if "judge" in t:
+                m["judge"] = t["judge"] / max(t["count"], 1)
+        if "ndcg" in t:
+            m["ndcg@10"] = t["ndcg"] / len(records)
+        metrics[system] = m
+    rows = None
+    if keep_rows:
+        per_record = [{name: values[j] for name, values in columns.items()} for j in range(len(shard))]
+        rows = ranks.collect(index, counted, per_record)
+    return Evaluation(metrics, rows)

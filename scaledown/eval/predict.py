@@ -26,14 +26,15 @@ def parser():
 
 def predict(args, rank: int, world: int, device) -> int | None:
     from scaledown.data.schema import load_records, write_jsonl
-    from scaledown.eval.cli import load_model, sharded
-    from scaledown.eval.evaluate import generate_answers
+    from scaledown.eval.cli import load_model
+    from scaledown.eval.evaluate import Ranks, generate_answers
 
     records = load_records(args.data, require_answer=False)
     if not records:
         raise SystemExit(f"{args.data}: no records")
     model = load_model(args.model, args.generator, device, args.dtype)
-    answers = sharded(records, rank, world, lambda shard: generate_answers(
+    ranks = Ranks.of_process_group(device if device.type == "cuda" else None)
+    answers = ranks.map(records, lambda shard: generate_answers(
         model, shard, args.batch_size, args.max_new_tokens, args.num_documents))
     if rank == 0:
         write_jsonl([{"id": r.id, "query": r.query, "answer": a} for r, a in zip(records, answers)], args.out)
