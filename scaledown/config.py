@@ -127,9 +127,8 @@ class ModelConfig:
                 raise ConfigError(f"model.memory_norm={self.memory_norm}: must be >= 0 (0: off)")
         if self.input_format not in ("scaledown", "reference"):
             raise ConfigError(f"model.input_format={self.input_format!r}: expected scaledown or reference")
-        if self.input_format == "reference" and (self.reads_encoder or self.rerank):
-            raise ConfigError("model.input_format=reference: only the n_layers compressor without a rerank head has "
-                              "a reference format here")
+        if self.input_format == "reference" and self.rerank:
+            raise ConfigError("model.input_format=reference: a rerank head has no reference format here")
         if self.compressor_embeddings not in ("all", "added"):
             raise ConfigError(f"model.compressor_embeddings={self.compressor_embeddings!r}: expected all or added")
         if self.reads_encoder and not self.encoder:

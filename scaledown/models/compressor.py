@@ -87,9 +87,10 @@ class NLayersCompressor(nn.Module):
         self.backbone = backbone
 
     @classmethod
-    def create(cls, config, lm, tokenizer, special: list[str], placeholder: str):
-        """(compressor, its tokenizer) for a new model: the generator's tokenizer, grown by the memory tokens."""
-        tokenizer.add_special_tokens({"additional_special_tokens": special + ([placeholder] if placeholder else [])})
+    def create(cls, config, lm, tokenizer, memory: list[str], prompt: list[str]):
+        """(compressor, its tokenizer) for a new model: the generator's tokenizer, grown by the compressor rows'
+        `memory` tokens and the generator prompt's tokens."""
+        tokenizer.add_special_tokens({"additional_special_tokens": list(dict.fromkeys(memory + prompt))})
         grow(lm, len(tokenizer))
         return cls.from_generator(lm, config.compressor_layers), tokenizer
 
@@ -176,15 +177,15 @@ class EncoderCompressor(nn.Module):
         self.projection.to(next(backbone.parameters()).dtype)
 
     @classmethod
-    def create(cls, config, lm, tokenizer, special: list[str], placeholder: str):
-        """(compressor, its tokenizer) for a new model: the encoder's own tokenizer carries the memory tokens,
-        the generator's only the placeholder."""
+    def create(cls, config, lm, tokenizer, memory: list[str], prompt: list[str]):
+        """(compressor, its tokenizer) for a new model: the encoder's own tokenizer carries the `memory` tokens,
+        the generator's only the prompt's."""
         from scaledown.models.generator import DTYPES, load_tokenizer
 
-        tokenizer.add_special_tokens({"additional_special_tokens": [placeholder]})
+        tokenizer.add_special_tokens({"additional_special_tokens": prompt})
         grow(lm, len(tokenizer))
         compressor_tokenizer = load_tokenizer(config.encoder, config.trust_remote_code)
-        compressor_tokenizer.add_special_tokens({"additional_special_tokens": special})
+        compressor_tokenizer.add_special_tokens({"additional_special_tokens": memory})
         compressor = cls.load(config.encoder, config.projection_hidden, lm.config.hidden_size, DTYPES[config.dtype],
                               config.trust_remote_code)
         grow(compressor.backbone, len(compressor_tokenizer))

@@ -98,12 +98,12 @@ class ScaleDownModel(nn.Module):
         lm = lm or load_causal_lm(config.generator, config.dtype, config.attn_implementation,
                                   config.trust_remote_code)
         base_vocab = lm.get_input_embeddings().weight.shape[0]
-        special = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
-        # The reference format's prompt slots are the <MEMi> tokens themselves, followed by its own three tokens.
-        placeholder = None if reference else PLACEHOLDER_TOKEN
-        special += REFERENCE_TOKENS if reference else []
-        compressor, compressor_tokenizer = COMPRESSORS[config.compressor].create(config, lm, tokenizer, special,
-                                                                                  placeholder)
+        memory = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
+        # The generator prompt's tokens: one placeholder, or in the reference format the <MEMi> tokens themselves
+        # followed by its own three tokens (the released models' ids).
+        prompt = memory + REFERENCE_TOKENS if reference else [PLACEHOLDER_TOKEN]
+        compressor, compressor_tokenizer = COMPRESSORS[config.compressor].create(config, lm, tokenizer, memory,
+                                                                                  prompt)
         if config.compressor_embeddings == "added":
             train_added_rows_only(compressor, first_added_row(compressor_tokenizer, config))
         if config.memory_norm == "auto":  # resolved once, here, so the export records the number
