@@ -13,7 +13,7 @@ quiet "${PIP[@]}" install -q --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     quiet "${PIP[@]}" install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-quiet "${PIP[@]}" install -q -e ".[gpu,data,dev,approx,trackers]"
+quiet "${PIP[@]}" install -q -e ".[gpu,data,dev,approx,trackers,quant]"
 # The embedded default corpus and questions ship inside these wheels; fanoutqa is read as data only.
 quiet "${PIP[@]}" install -q "gensim>=4.3"
 quiet "${PIP[@]}" install -q --no-deps "fanoutqa>=1.1"

@@ -208,9 +208,10 @@ class ScaleDownTrainer:
 def two_stage_refusal(kind: str) -> str:
     """What the original code's two-stage trainers and scripts say here: they are not implemented, and what to run."""
     return ("two-stage training (a frozen compressor's cache, then the generator) is not in ScaleDown; the compressor "
-            "trains jointly. For a small GPU: scaledown estimate --config configs/small_gpu.yaml --gpu-memory 16 "
-            "(which ZeRO stage and offload fit), then scaledown train --config configs/small_gpu.yaml "
-            f"--compressor_type {kind} under deepspeed --num_gpus 1")
+            "trains jointly. For a small GPU: scaledown estimate --config configs/small_gpu.yaml --gpus-per-node 1 "
+            "--gpu-memory 16 --host-memory 12 names the ZeRO stage, offload and, where needed, the 4-bit generator "
+            "(--model.quantization=nf4, QLoRA, with the encoder compressor) that fit; then scaledown train --config "
+            f"configs/small_gpu.yaml --compressor_type {kind} with those flags under deepspeed --num_gpus 1")
 
 
 class _TwoStageTrainer:

@@ -37,6 +37,9 @@ def _at_least(section: str, obj, minimum: float, *names: str) -> None:
             raise ConfigError(f"{section}.{name}={value!r}: must be a number >= {minimum}")
 
 
+QUANTIZATIONS = ("none", "nf4", "int8")  # model.quantization
+
+
 @dataclass
 class ModelConfig:
     """The model: generator, compressor, LoRA, reranking, prompts."""
@@ -92,6 +95,13 @@ class ModelConfig:
     `dtype: bfloat16`, `trainable_dtype: float32` and `engine.autocast: bfloat16` is mixed precision: the frozen
     generator stored in bf16 (no cast per step), trained weights and their AdamW state in fp32, matrix products
     in bf16. DeepSpeed keeps its own fp32 master copy (its JSON's bf16 block): leave it empty there."""
+    quantization: str = "none"
+    """How the frozen generator is stored (QLoRA, through bitsandbytes, as axolotl and LLaMA-Factory do): `none`
+    (in `dtype`), `nf4` (4-bit NormalFloat with double quantization, computing in `dtype`: about 0.52 bytes per
+    weight, a 7B generator's 13.5 GiB become about 4) or `int8` (LLM.int8(), 1 byte per weight). Only the
+    generator's linear layers are quantized; LoRA, the embeddings with their added rows, the LM head and the
+    compressor stay in `dtype`. Needs a compressor that is not a copy of the generator's layers (`encoder`) and
+    the torch engine or DeepSpeed ZeRO 0-2 (ZeRO-3 cannot partition quantized weights)."""
     attn_implementation: str = "sdpa"
     """Hugging Face attention kernel: sdpa, eager, flash_attention_2, or sdpa_fp32 (SDPA computed in fp32 in a bf16
     model: faster on CPUs, whose bf16 attention backward is slow)."""
@@ -129,6 +139,8 @@ class ModelConfig:
             raise ConfigError(f"model.input_format={self.input_format!r}: expected scaledown or reference")
         if self.input_format == "reference" and self.rerank:
             raise ConfigError("model.input_format=reference: a rerank head has no reference format here")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"model.quantization={self.quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
         if self.compressor_embeddings not in ("all", "added"):
             raise ConfigError(f"model.compressor_embeddings={self.compressor_embeddings!r}: expected all or added")
         if self.reads_encoder and not self.encoder:

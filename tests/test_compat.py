@@ -241,6 +241,33 @@ def test_estimate_matches_deepspeeds_estimators_when_everything_trains(tiny):
     assert "3     optimizer+params" in text and text.count("yes") == 7
 
 
+def test_estimate_names_a_configuration_that_fits_a_7b_generator_on_a_16gb_gpu_and_12gb_host(tmp_path, capsys):
+    """The free-Colab target: Mistral-7B's shape with a ModernBERT-base compressor, one 16 GB GPU, 12 GB of host
+    memory. The estimate names flags; the run config they make parses, and its model, built on the meta device,
+    fits both."""
+    import json
+    from transformers import MistralConfig, ModernBertConfig
+
+    from scaledown.config import load_config
+    from scaledown.estimate import GIB, count, main, per_gpu, per_node_cpu
+
+    MistralConfig().save_pretrained(tmp_path / "mistral-7b")  # the defaults are Mistral-7B's shape
+    ModernBertConfig().save_pretrained(tmp_path / "modernbert-base")
+    model = [f"--model.generator={tmp_path / 'mistral-7b'}", "--model.compressor=encoder",
+             f"--model.encoder={tmp_path / 'modernbert-base'}"]
+    text = main(["--gpus-per-node", "1", "--gpu-memory", "16", "--host-memory", "12", *model])
+    assert "First fit:" in text
+    flags = text.rsplit("add: ", 1)[1].split()
+    cfg = load_config(None, model + flags)
+    stage = json.loads((ROOT / cfg.engine.deepspeed_config).read_text())["zero_optimization"]["stage"]
+    offload = "optimizer" if "offload" in cfg.engine.deepspeed_config else "none"
+    c = count(cfg)
+    assert c.frozen > 7e9 and c.quantization == cfg.model.quantization
+    assert per_gpu(c, stage, offload, 1) < 0.8 * 16 * GIB and per_node_cpu(c, stage, offload, 1, 1) < 0.8 * 12 * GIB
+    # In full precision nothing fits that GPU and host: the frozen 7B alone is 13.5 GiB.
+    assert "nf4" in flags[0] and text.split("First fit")[0].count(" yes") == 0
+
+
 def test_console_script_lists_commands_and_train_help_has_every_field():
     done = run(["-m", "scaledown.cli", "train", "--help"], ROOT)
     assert done.returncode == 0 and "--model.compressor_layers" in done.stdout and "--train_data" in done.stdout

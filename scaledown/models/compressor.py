@@ -109,11 +109,16 @@ class NLayersCompressor(nn.Module):
 
     @staticmethod
     def check(config, generator_config) -> None:
-        """Before any weight loads: refuse a compressor deeper than the generator."""
+        """Before any weight loads: refuse a compressor deeper than the generator, or a quantized generator (whose
+        layers this compressor would copy)."""
+        from scaledown.config import ConfigError
+
+        if config.quantization != "none":
+            raise ConfigError(f"model.quantization={config.quantization}: the n_layers compressor is a trainable "
+                              "copy of the generator's first layers, which a quantized generator does not hold in "
+                              "full precision; use model.compressor=encoder")
         depth = generator_config.num_hidden_layers
         if not config.compressor_layers < depth:
-            from scaledown.config import ConfigError
-
             raise ConfigError(f"model.compressor_layers={config.compressor_layers}: the generator {config.generator} "
                               f"has {depth} decoder layers; the n_layers compressor copies at most {depth - 1} of them")
 

@@ -62,7 +62,20 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, pad_with_
 
 
 def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str = "sdpa",
-                   trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+                   trust_remote_code: bool = False, quantization: str = "none", **kwargs) -> PreTrainedModel:
+    """A causal LM in `dtype`; with `quantization` (nf4, int8) its linear layers quantized by bitsandbytes as
+    they load, on this rank's device (a GPU's under torchrun, else the CPU)."""
+    if quantization != "none":
+        from transformers import BitsAndBytesConfig
+
+        from scaledown.models.generation import local_device
+
+        if quantization == "nf4":
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=DTYPES[dtype])
+        else:
+            q = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs = {"quantization_config": q, "device_map": {"": local_device()}, **kwargs}
     return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                 attn_implementation=attn_implementation,
                                                 trust_remote_code=trust_remote_code, **kwargs)

@@ -96,7 +96,7 @@ class ScaleDownModel(nn.Module):
         reference = config.input_format == "reference"
         tokenizer = tokenizer or load_tokenizer(config.generator, config.trust_remote_code, pad_with_bos=reference)
         lm = lm or load_causal_lm(config.generator, config.dtype, config.attn_implementation,
-                                  config.trust_remote_code)
+                                  config.trust_remote_code, config.quantization)
         base_vocab = lm.get_input_embeddings().weight.shape[0]
         memory = memory_tokens(config.num_memory_tokens) + ([RERANK_TOKEN] if config.rerank else [])
         # The generator prompt's tokens: one placeholder, or in the reference format the <MEMi> tokens themselves
@@ -320,7 +320,8 @@ class ScaleDownModel(nn.Module):
             fields["dtype"] = dtype
         config = ModelConfig(**fields)
         tokenizer = load_tokenizer(str(path / "tokenizer"))
-        lm = load_causal_lm(config.generator, config.dtype, config.attn_implementation, config.trust_remote_code)
+        lm = load_causal_lm(config.generator, config.dtype, config.attn_implementation, config.trust_remote_code,
+                            config.quantization)
         grow(lm, len(tokenizer), mean_resizing=False)
         extra = load_file(str(path / "extra.safetensors"))
         base = meta["base_vocab_size"]
