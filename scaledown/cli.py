@@ -20,12 +20,13 @@ from scaledown.log import pop_log_level
 COMMANDS = {
     "build": ("scaledown.build.pipeline", "the dataset: SPLADE retrieval, reranking, teacher answers (torchrun)"),
     "prepare_dataset": ("scaledown.build.prepare_dataset", "the original code's dataset command, on the build"),
+    "cache": ("scaledown.build.memory_cache", "two-stage training, stage 1: memory embeddings of the training set"),
     "train": ("scaledown.train", "train from a config (the deepspeed launcher: launchers/train_gpu.py)"),
     "eval": ("scaledown.eval.cli", "answer metrics of an export on gold answers, next to baselines"),
     "predict": ("scaledown.eval.predict", "answers of an export for new questions (torchrun-sharded)"),
     "report": ("scaledown.eval.report", "report.md and loss.png of a run folder"),
     "import-oscar": ("scaledown.models.oscar_import", "a released OSCAR/PISCO checkpoint as a ScaleDown export"),
-    "estimate": ("scaledown.estimate", "model-state memory per GPU for each ZeRO stage and offload choice"),
+    "estimate": ("scaledown.estimate", "model-state memory per GPU and host; the first configuration that fits"),
 }
 
 

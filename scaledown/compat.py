@@ -205,20 +205,42 @@ class ScaleDownTrainer:
         return train(cfg, model=self.model, records=self.train_dataset.records, eval_records=evaluation)
 
 
-def two_stage_refusal(kind: str) -> str:
-    """What the original code's two-stage trainers and scripts say here: they are not implemented, and what to run."""
-    return ("two-stage training (a frozen compressor's cache, then the generator) is not in ScaleDown; the compressor "
-            "trains jointly. For a small GPU: scaledown estimate --config configs/small_gpu.yaml --gpus-per-node 1 "
-            "--gpu-memory 16 --host-memory 12 names the ZeRO stage, offload and, where needed, the 4-bit generator "
-            "(--model.quantization=nf4, QLoRA, with the encoder compressor) that fit; then scaledown train --config "
-            f"configs/small_gpu.yaml --compressor_type {kind} with those flags under deepspeed --num_gpus 1")
+COMPRESSOR_TYPES = {"n_layers": "n_layers", "modernbert": "encoder"}  # compressor_type -> model.compressor
 
 
-class _TwoStageTrainer:
+class _TwoStageTrainer(ScaleDownTrainer):
+    """The original code's two-stage trainers: `.train()` runs stage 1 (the compressor, frozen, writes every
+    training record's memory embeddings to `cache_dir`: scaledown/build/memory_cache.py) and stage 2 (the
+    generator's LoRA trains on them, data.memory_cache). The compressor does not train, as in the original."""
+
     kind = ""
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__}: {two_stage_refusal(self.kind)}")
+    def __init__(self, model: ScaleDownModel, config: ScaleDownConfig, train_dataset: ScaleDownDataset,
+                 eval_dataset: ScaleDownDataset | None = None, output_dir: str | Path = "./checkpoints",
+                 cache_dir: str | Path = "./cache"):
+        super().__init__(model, config, train_dataset, eval_dataset, output_dir)
+        self.cache_dir = Path(cache_dir)
+        if model.config.compressor != COMPRESSOR_TYPES[self.kind]:
+            raise ConfigError(f"{type(self).__name__}: the model's compressor is {model.config.compressor!r}; this "
+                              f"trainer is for compressor_type={self.kind!r}")
+        if model.config.rerank:
+            raise ConfigError(f"{type(self).__name__}: two-stage training has no rerank head (the compressor's "
+                              "<RR> state is not cached): build the model with enable_reranking=False")
+
+    def train(self) -> dict:
+        from scaledown.build.memory_cache import write_chunks
+        from scaledown.train import train
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise NotImplementedError(f"{type(self).__name__} runs stage 1 in one process; on several ranks run "
+                                      "torchrun ... -m scaledown.cli cache --config my.yaml --data.memory_cache=DIR, "
+                                      "then the training with --data.memory_cache=DIR")
+        cfg = self.config.to_config(str(self.output_dir))
+        cfg.model, cfg.data.memory_cache = self.model.config, str(self.cache_dir)
+        write_chunks(self.model, self.train_dataset.records, self.cache_dir, cfg.data.num_documents,
+                     cfg.train.micro_batch_size)
+        evaluation = self.eval_dataset.records if self.eval_dataset is not None else []
+        return train(cfg, model=self.model, records=self.train_dataset.records, eval_records=evaluation)
 
 
 class TwoStageNLayersTrainer(_TwoStageTrainer):

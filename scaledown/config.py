@@ -190,6 +190,10 @@ class DataConfig:
     """Documents read per query in evaluation (the paper evaluates with 10)."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
+    memory_cache: str = ""
+    """Two-stage training (small GPUs): a folder of memory embeddings that `scaledown cache` (stage 1) wrote with
+    the frozen compressor; training then reads them and never runs the compressor, which does not train
+    (scaledown/data/memory_cache.py). Empty: the compressor runs and trains with the generator (the paper)."""
     continuation_share: float = 0.5
     """train.objective=pretrain: share of passages trained as text continuation (the rest auto-encoded)."""
 
@@ -367,6 +371,12 @@ class Config:
         if self.train.objective == "pretrain" and self.model.rerank:
             raise ConfigError("train.objective=pretrain with model.rerank=true: pretraining text has no "
                               "cross-encoder scores; pretrain with --model.rerank=false")
+        if self.data.memory_cache and self.model.rerank:
+            raise ConfigError("data.memory_cache with model.rerank=true: the rerank head reads the compressor's "
+                              "<RR> state, which two-stage training does not compute; set --model.rerank=false")
+        if self.data.memory_cache and self.train.objective == "pretrain":
+            raise ConfigError("data.memory_cache with train.objective=pretrain: pretraining trains the compressor, "
+                              "which two-stage training freezes")
         if self.model.trainable_dtype and self.engine.backend == "deepspeed":
             raise ConfigError(f"model.trainable_dtype={self.model.trainable_dtype}: DeepSpeed keeps its own fp32 "
                               "master weights (bf16.enabled in its JSON); leave it empty with engine.backend="

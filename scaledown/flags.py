@@ -18,6 +18,7 @@ ALIASES = {
     "--learning_rate_compressor": "optim.lr_compressor",
     "--seed": "train.seed",
     "--deepspeed_config": "engine.deepspeed_config",
+    "--cache_dir": "data.memory_cache",
 }
 SWITCHES = {"--enable_reranking": ["--model.rerank=true"]}
 DEVICES = {"gpu": "deepspeed", "trainium": "neuron", "cpu": "torch"}

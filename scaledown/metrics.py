@@ -89,6 +89,9 @@ def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, 
     (n+1)/2. The LM head runs from the first labelled position on (every row), as ScaleDownModel.forward does."""
     out = []
     for key in ("comp_attention_mask", "gen_attention_mask"):
+        if key not in batch:  # two-stage training: cached memory, no compressor rows
+            out += [0, 0.0]
+            continue
         lengths = batch[key].sum(-1).double()
         tokens = lengths.sum()
         out += [int(tokens), float(((lengths * (lengths + 1) / 2).sum() / tokens.clamp(min=1)))]

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError
+from scaledown.data.memory_cache import CachedMemory
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.mapped import open_records
 from scaledown.build.pretraining import pretraining_records
@@ -77,6 +78,8 @@ def build_model(cfg: Config, model: ScaleDownModel | None = None) -> ScaleDownMo
     if model is None and cfg.train.init_from:
         model = ScaleDownModel.from_pretrained(cfg.train.init_from, trainable=True, config=cfg.model).train()
     model = model or ScaleDownModel.build(cfg.model)
+    if cfg.data.memory_cache:  # two-stage training: the compressor wrote the cache and does not train
+        model.compressor.requires_grad_(False)
     if cfg.train.gradient_checkpointing:
         for part in (model.generator.get_base_model(), model.compressor.backbone):
             part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -357,8 +360,14 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
     # The sampler position follows from the step alone, so a resume may even change the data-parallel size.
     sampler.set_position(step // steps_per_epoch,
                          (step % steps_per_epoch) * cfg.train.global_batch_size // engine.dp_size)
+    collate = engine.model.collator(cfg.data.num_documents)
+    if cfg.data.memory_cache:  # two-stage training: the generator reads stage 1's embeddings
+        records = CachedMemory(cfg.data.memory_cache, records, engine.model, cfg.data.num_documents)
+        collate = records.collate(collate)
+        log.info("two-stage training: memory embeddings from %s; the compressor is frozen and not run",
+                 cfg.data.memory_cache)
     loader = DataLoader(records, batch_size=cfg.train.micro_batch_size, sampler=sampler,
-                        collate_fn=engine.model.collator(cfg.data.num_documents),
+                        collate_fn=collate,
                         num_workers=cfg.data.num_workers,
                         # Its own generator: creating an iterator must not draw from the global RNG, or
                         # LoRA dropout would not replay after a resume.

@@ -275,7 +275,7 @@ def test_console_script_lists_commands_and_train_help_has_every_field():
     assert listing.returncode == 2 and all(c in listing.stdout for c in ("build", "train", "eval", "estimate"))
 
 
-@pytest.mark.parametrize("command", ["build", "eval", "predict", "report", "import-oscar", "estimate"])
+@pytest.mark.parametrize("command", ["build", "eval", "predict", "report", "import-oscar", "estimate", "cache"])
 def test_every_command_answers_help_with_its_own_name(command, capsys, monkeypatch):
     from scaledown import cli
 
@@ -361,16 +361,43 @@ def test_the_original_scripts_run_or_name_their_replacement(tmp_path):
         sys.path.remove(str(ROOT / "launchers"))
     assert command(["--test_both"])[-2:] == ["tests/test_model.py", "tests/test_compat.py"]
     assert command(["--test_modernbert", "-x"])[-3:] == ["-k", "encoder", "-x"]
-    for kind, flag in (("nlayers", "n_layers"), ("modernbert", "modernbert")):
-        done = run([str(ROOT / "launchers" / f"train_{kind}_two_stage.py"), "--cache_dir", "c"], tmp_path)
-        assert done.returncode == 1 and "configs/small_gpu.yaml" in done.stderr and flag in done.stderr
-    from scaledown import TwoStageModernBERTTrainer
-    from scaledown.training import TwoStageNLayersTrainer
-
-    for trainer in (TwoStageNLayersTrainer, TwoStageModernBERTTrainer):
-        with pytest.raises(NotImplementedError, match="configs/small_gpu.yaml"):
-            trainer(None, None, cache_dir="./demo_cache")
+    for kind in ("nlayers", "modernbert"):
+        done = run([str(ROOT / "launchers" / f"train_{kind}_two_stage.py"), "--train_data", "t.json"], tmp_path)
+        assert done.returncode == 1 and "--cache_dir DIR is required" in done.stderr
     evaluation = run([str(ROOT / "launchers" / "train_with_evaluation.py"), "--train_data", "t.json"], tmp_path)
     assert evaluation.returncode == 1 and "--eval_data FILE" in evaluation.stderr
     helped = run([str(ROOT / "launchers" / "train_with_evaluation.py"), "--help"], tmp_path)
     assert helped.returncode == 0 and "usage: scaledown train" in helped.stdout
+
+
+def test_the_two_stage_script_and_trainer_cache_then_train_the_generator_only(tiny, tmp_path, monkeypatch):
+    """train_nlayers_two_stage.py and TwoStageNLayersTrainer(..., cache_dir=...): stage 1 writes the memory
+    cache, stage 2 trains the LoRA on it; the exported compressor is the one that wrote the cache."""
+    from safetensors.torch import load_file
+
+    (tmp_path / "data.json").write_text(json.dumps(readme_data()))
+    done = run([str(ROOT / "launchers" / "train_nlayers_two_stage.py"), "--train_data", "data.json", "--num_layers",
+                "2", "--device", "cpu", "--output_dir", "out", "--batch_size", "4", "--cache_dir", "cache",
+                f"--model.generator={tiny['generator']}", "--model.dtype=float32", "--data.num_documents=3"], tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert (tmp_path / "cache" / "cache.json").exists() and (tmp_path / "cache" / "chunk-000000.safetensors").exists()
+    assert "two-stage training: memory embeddings from cache" in done.stderr
+    assert (tmp_path / "out" / "export" / "compressor.safetensors").exists()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    from scaledown import ScaleDownConfig, ScaleDownModel, TwoStageModernBERTTrainer
+    from scaledown.data import ScaleDownDataset
+    from scaledown.training import TwoStageNLayersTrainer
+
+    config = ScaleDownConfig(compressor_type="n_layers", num_compressor_layers=2, device_type="cpu", batch_size=4,
+                             generator_model_name=str(tiny["generator"]), use_bf16=False, num_documents_train=3)
+    model = ScaleDownModel(config)
+    before = {k: v.clone() for k, v in model.compressor.state_dict().items()}
+    with pytest.raises(Exception, match="this trainer is for compressor_type='modernbert'"):
+        TwoStageModernBERTTrainer(model, config, ScaleDownDataset(readme_data(), config), cache_dir="c2")
+    result = TwoStageNLayersTrainer(model, config, ScaleDownDataset(readme_data(), config), output_dir="api",
+                                    cache_dir="./demo_cache").train()
+    assert result["steps"] == 2 and (tmp_path / "demo_cache" / "cache.json").exists()
+    exported = load_file(str(tmp_path / "api" / "export" / "compressor.safetensors"))
+    assert all(torch.equal(exported[k], before[k]) for k in before)  # frozen: the compressor that wrote the cache

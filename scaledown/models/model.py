@@ -163,16 +163,20 @@ class ScaleDownModel(nn.Module):
         return None if self.config.input_format == "reference" else position_ids_from_mask(attention_mask)
 
     def _generator_inputs(self, batch: dict[str, torch.Tensor]):
-        memory, scores = self.compress(batch["comp_input_ids"], batch["comp_attention_mask"],
-                                       batch["gen_input_ids"].shape[0])
+        """The generator's input embeddings with the memory spliced in: compressed now, or as given (`memory`:
+        two-stage training's cache, scaledown/data/memory_cache.py)."""
+        memory, scores = batch.get("memory"), None
+        if memory is None:
+            memory, scores = self.compress(batch["comp_input_ids"], batch["comp_attention_mask"],
+                                           batch["gen_input_ids"].shape[0])
         ids = batch["gen_input_ids"]
         embeds = splice(self.generator.get_input_embeddings()(ids), ids, self.slot_ids, memory)
         return embeds, scores
 
-    def forward(self, gen_input_ids, gen_attention_mask, labels, comp_input_ids, comp_attention_mask,
-                doc_mask, reranking_scores=None, has_scores=None) -> dict[str, torch.Tensor]:
+    def forward(self, gen_input_ids, gen_attention_mask, labels, comp_input_ids=None, comp_attention_mask=None,
+                doc_mask=None, reranking_scores=None, has_scores=None, memory=None) -> dict[str, torch.Tensor]:
         batch = {"gen_input_ids": gen_input_ids, "comp_input_ids": comp_input_ids,
-                 "comp_attention_mask": comp_attention_mask}
+                 "comp_attention_mask": comp_attention_mask, "memory": memory}
         window = label_window(labels)  # one host sync (the window's length), before any compute is queued
         embeds, scores = self._generator_inputs(batch)
         out = self.generator(inputs_embeds=embeds, attention_mask=gen_attention_mask,

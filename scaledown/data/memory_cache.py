@@ -1,0 +1,109 @@
+"""Two-stage training's cache of memory embeddings (`data.memory_cache`, for small GPUs): stage 1 (`scaledown
+cache`, scaledown/build/memory_cache.py) runs the frozen compressor once over every training record; stage 2
+(`scaledown train --data.memory_cache=DIR`) trains the generator's LoRA on the cached embeddings and never runs
+the compressor, which therefore does not train (neither did the original code's two-stage trainers): no
+compressor gradients, optimizer state or activations, at the cost of a compressor that never adapts.
+
+    DIR/cache.json                    what the cache was made from (FIELDS) and its chunk size
+    DIR/chunk-000000.safetensors      records [c x chunk, (c+1) x chunk): memory [n, k, l, d], doc_mask [n, k]
+
+Chunks are written under a temporary name and renamed, so an interrupted stage 1 resumes at the first missing
+chunk; a cache made from other records, another compressor or other row settings is refused field by field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from scaledown.data.schema import DataError
+
+CHUNK = 256  # records per chunk file
+# What the cached embeddings depend on: the records, the compressor's weights and how its rows are built.
+FIELDS = ("num_records", "records", "compressor", "num_documents", "num_memory_tokens", "hidden_size", "dtype")
+ROW_SETTINGS = ("input_format", "compressor_template", "max_query_tokens", "max_doc_tokens", "num_memory_tokens",
+                "memory_norm", "compressor_embeddings")
+
+
+def chunk_path(folder: Path, c: int) -> Path:
+    return folder / f"chunk-{c:06d}.safetensors"
+
+
+def compressor_fingerprint(model) -> str:
+    """sha256 of the compressor's weights (in name order) and of the settings that build its rows."""
+    h = hashlib.sha256(json.dumps({k: getattr(model.config, k) for k in ROW_SETTINGS}, sort_keys=True).encode())
+    for name, tensor in sorted(model.compressor.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def describe(model, records, num_documents: int) -> dict:
+    """The FIELDS of a cache made by `model` from `records` (their content fingerprint when they have one)."""
+    weight = model.generator.get_input_embeddings().weight
+    return {"num_records": len(records), "records": getattr(records, "fingerprint", None),
+            "compressor": compressor_fingerprint(model), "num_documents": num_documents,
+            "num_memory_tokens": model.config.num_memory_tokens, "hidden_size": weight.shape[1],
+            "dtype": str(weight.dtype).removeprefix("torch.")}
+
+
+def check(folder: Path, expected: dict) -> dict:
+    """cache.json of `folder` if it was made as `expected` says; a DataError naming each field that differs."""
+    path = folder / "cache.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file: write the cache first (scaledown cache, same config)")
+    found = json.loads(path.read_text())
+    differ = [f"{k}: {found.get(k)!r} in the cache, {expected[k]!r} here" for k in FIELDS
+              if found.get(k) != expected[k]]
+    if differ:
+        raise DataError(f"{path}: this cache was made from other inputs (rewrite it with scaledown cache):\n  "
+                        + "\n  ".join(differ))
+    return found
+
+
+class CachedMemory(torch.utils.data.Dataset):
+    """The training records, each with its index (a batch's memory rows are read by index)."""
+
+    def __init__(self, folder: str | Path, records, model, num_documents: int):
+        self.folder, self.records = Path(folder), records
+        self.meta = check(self.folder, describe(model, records, num_documents))
+        self.chunk = self.meta["chunk"]
+        missing = [str(chunk_path(self.folder, c)) for c in range(-(-len(records) // self.chunk))
+                   if not chunk_path(self.folder, c).is_file()]
+        if missing:
+            raise DataError(f"{self.folder}: the cache is incomplete ({len(missing)} chunks missing, first "
+                            f"{missing[0]}): run scaledown cache again, it resumes")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        return i, self.records[i]
+
+    def __getattr__(self, name):  # fingerprint, missing_scores: the records' own
+        if name == "records":
+            raise AttributeError(name)
+        return getattr(self.records, name)
+
+    def rows(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory [B, k, l, d], doc_mask [B, k]) of these records, read from their chunks."""
+        memory, mask = [], []
+        for i in indices:
+            c, row = divmod(i, self.chunk)
+            with safe_open(str(chunk_path(self.folder, c)), framework="pt") as f:
+                memory.append(f.get_slice("memory")[row:row + 1])
+                mask.append(f.get_slice("doc_mask")[row:row + 1])
+        return torch.cat(memory), torch.cat(mask).bool()
+
+    def collate(self, collator):
+        """The collator's generator rows and labels with the cached memory instead of compressor rows."""
+        def collate(items):
+            batch = collator([record for _, record in items])
+            batch.pop("comp_input_ids"), batch.pop("comp_attention_mask")
+            batch["memory"], batch["doc_mask"] = self.rows([i for i, _ in items])
+            return batch
+        return collate
