@@ -4,6 +4,7 @@
     python benchmarks/learning.py --teacher model ...                                          # SmolLM2 teacher
     python benchmarks/learning.py --pretrain-steps 300 ...                # compressor pretraining first
     python benchmarks/learning.py --encoder ...          # all-MiniLM-L6-v2 + MLP projection as the compressor
+    python benchmarks/learning.py --two-stage ...        # stage 1 caches the frozen compressor, stage 2 trains LoRA
     python benchmarks/learning.py --train 20000 --eval 500 --epochs 1 --set train.global_batch_size=32 \\
         --set train.micro_batch_size=8 --set data.num_documents=5 --set data.eval_num_documents=5   # one GPU
 
@@ -128,6 +129,9 @@ def main(argv=None):
                    help="reuse the built data of an earlier --work folder (ablations on the same questions)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the text baselines before step 0 (an ablation beside a run that measured them)")
+    p.add_argument("--two-stage", action="store_true",
+                   help="two-stage training: the frozen compressor's memory cached first (scaledown cache), then "
+                        "only the generator's LoRA trains on it (no rerank head)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="more config overrides for configs/smollm2.yaml (both stages)")
     args = p.parse_args(argv)
@@ -175,13 +179,20 @@ def main(argv=None):
                   f"--train.baseline_eval={not args.no_baseline}",
                   f"--train.epochs={args.epochs}", f"--train.eval_every={args.eval_every}",
                   f"--data.max_eval_examples={args.eval}", "--train.curve_answers=true", "--train.resume=none"]
+    if args.two_stage:
+        overrides += [f"--data.memory_cache={work / 'memory-cache'}", "--model.rerank=false"]
     cfg = load_config(ROOT / "configs" / "smollm2.yaml", overrides)
     t0 = time.perf_counter()
+    if args.two_stage:
+        from scaledown.build.memory_cache import write_cache
+
+        write_cache(cfg)
+        print(json.dumps({"cache_s": time.perf_counter() - t0}), flush=True)
     result = train(cfg)
     train_s = time.perf_counter() - t0
     nonce = score_systems(Path(result["export"]), data / "eval-nonce" / "dataset.jsonl", cfg, args.eval)
     summary = {"retrieval": retrieval, "teacher": args.teacher, "train_subset": args.train_subset,
-               "pretrain_steps": args.pretrain_steps,
+               "pretrain_steps": args.pretrain_steps, "two_stage": args.two_stage,
                "pretrain_on": args.pretrain_on if args.pretrain_steps else None, "init_from": str(args.init_from),
                "steps": result["steps"], "train_s": train_s, "word": {"baseline": result["baseline"],
                                                                      "after": result["eval"]},
