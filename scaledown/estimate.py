@@ -100,13 +100,17 @@ def count(cfg) -> Counts:
                and (targets is None or any(name.endswith(t) for t in targets)))
     hidden = config.hidden_size
     trainable = lora + (hidden + 1 if m.rerank else 0)  # the generator's few added embedding rows stay frozen
-    trainable += COMPRESSORS[m.compressor].count_trainable(m, lm)
+    compressor = COMPRESSORS[m.compressor].count_trainable(m, lm)
     weight_bytes = 4 if m.dtype == "float32" else 2
     frozen = _params(lm)
     frozen_bytes = float(frozen * weight_bytes)
     if m.quantization != "none":  # bitsandbytes quantizes the linear layers' weights but the LM head
         quantized = sum(mod.weight.numel() for mod in lm.modules() if isinstance(mod, nn.Linear) and mod is not head)
         frozen_bytes -= quantized * (weight_bytes - QUANTIZED_BYTES[m.quantization])
+    if cfg.data.memory_cache:  # two-stage training: the compressor's weights stay, frozen
+        frozen, frozen_bytes = frozen + compressor, frozen_bytes + compressor * weight_bytes
+    else:
+        trainable += compressor
     return Counts(frozen, trainable, _largest(lm), weight_bytes, frozen_bytes, m.quantization)
 
 

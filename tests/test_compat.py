@@ -266,6 +266,9 @@ def test_estimate_names_a_configuration_that_fits_a_7b_generator_on_a_16gb_gpu_a
     assert per_gpu(c, stage, offload, 1) < 0.8 * 16 * GIB and per_node_cpu(c, stage, offload, 1, 1) < 0.8 * 12 * GIB
     # In full precision nothing fits that GPU and host: the frozen 7B alone is 13.5 GiB.
     assert "nf4" in flags[0] and text.split("First fit")[0].count(" yes") == 0
+    # Two-stage training: the compressor's weights stay, frozen; only LoRA trains.
+    two = count(load_config(None, model + flags + [f"--data.memory_cache={tmp_path / 'cache'}"]))
+    assert two.frozen - c.frozen == c.trainable - two.trainable > 0.5 * c.trainable
 
 
 def test_console_script_lists_commands_and_train_help_has_every_field():
