@@ -73,7 +73,7 @@ def test_what_cannot_hold_a_quantized_generator_is_refused_by_name(run, tmp_path
 
     _, inputs, _ = run
     with pytest.raises(ConfigError, match="model.quantization=nf4: the n_layers compressor is a trainable copy"):
-        train(load_config("configs/tiny.yaml", inputs + ["--model.quantization=nf4",
+        train(load_config("configs/tiny.yaml", inputs + ["--model.quantization=nf4", "--engine.backend=torch",
                                                          f"--train.output_dir={tmp_path / 'a'}"]))
     with pytest.raises(ConfigError, match="model.quantization='int4': expected one of none, nf4, int8"):
         load_config("configs/tiny.yaml", inputs + ["--model.quantization=int4"])

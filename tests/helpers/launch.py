@@ -18,8 +18,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
 def cpu_env(**extra) -> dict:
-    env = dict(os.environ)
+    """The environment of a child job: this process's, less the rendezvous variables that an in-process
+    one-rank run may have set here (a launcher or Slurm sets the child's own), plus CPU settings."""
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS}
     env.update(DS_ACCELERATOR="cpu", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
                TORCH_EXTENSIONS_DIR=str(ROOT / ".cache" / "torch_extensions"), PYTHONPATH=str(ROOT))
     env.update(extra)
