@@ -7,6 +7,7 @@ validates itself in `__post_init__`, and the resolved config is saved next to ev
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,14 @@ class EngineConfig:
                               f"implemented by the neuron backend only (engine.backend={self.backend})")
 
 
+def zero_stage(path: str) -> int | None:
+    """The ZeRO stage a DeepSpeed JSON names (None: no such file yet; check_paths reports it)."""
+    try:
+        return json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0)
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -371,6 +380,13 @@ class Config:
         if self.train.objective == "pretrain" and self.model.rerank:
             raise ConfigError("train.objective=pretrain with model.rerank=true: pretraining text has no "
                               "cross-encoder scores; pretrain with --model.rerank=false")
+        if self.model.quantization != "none":
+            q = f"model.quantization={self.model.quantization}"
+            if self.engine.backend == "neuron":
+                raise ConfigError(f"{q}: bitsandbytes does not run on Trainium; use engine.backend torch or deepspeed")
+            if self.engine.backend == "deepspeed" and zero_stage(self.engine.deepspeed_config) == 3:
+                raise ConfigError(f"{q}: ZeRO-3 ({self.engine.deepspeed_config}) cannot partition quantized weights; "
+                                  "use ZeRO 0-2 (ds_configs/zero2.json) or engine.backend=torch")
         if self.data.memory_cache and self.model.rerank:
             raise ConfigError("data.memory_cache with model.rerank=true: the rerank head reads the compressor's "
                               "<RR> state, which two-stage training does not compute; set --model.rerank=false")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError
-from scaledown.data.memory_cache import CachedMemory
+from scaledown.data.memory_cache import CachedMemory, compressor_fingerprint
 from scaledown.data.sampler import ShardedSampler
 from scaledown.data.mapped import open_records
 from scaledown.build.pretraining import pretraining_records
@@ -80,6 +80,8 @@ def build_model(cfg: Config, model: ScaleDownModel | None = None) -> ScaleDownMo
     model = model or ScaleDownModel.build(cfg.model)
     if cfg.data.memory_cache:  # two-stage training: the compressor wrote the cache and does not train
         model.compressor.requires_grad_(False)
+        # Taken now, whole: an engine may partition the weights (ZeRO-3) before the cache is checked.
+        model.compressor_fingerprint = compressor_fingerprint(model)
     if cfg.train.gradient_checkpointing:
         for part in (model.generator.get_base_model(), model.compressor.backbone):
             part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

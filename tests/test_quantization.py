@@ -75,6 +75,11 @@ def test_what_cannot_hold_a_quantized_generator_is_refused_by_name(run, tmp_path
     with pytest.raises(ConfigError, match="model.quantization=nf4: the n_layers compressor is a trainable copy"):
         train(load_config("configs/tiny.yaml", inputs + ["--model.quantization=nf4", "--engine.backend=torch",
                                                          f"--train.output_dir={tmp_path / 'a'}"]))
+    with pytest.raises(ConfigError, match="model.quantization=nf4: ZeRO-3 .* cannot partition quantized weights"):
+        load_config("configs/tiny.yaml", inputs + ["--model.quantization=nf4",
+                                                   "--engine.deepspeed_config=ds_configs/zero3.json"])
+    with pytest.raises(ConfigError, match="model.quantization=nf4: bitsandbytes does not run on Trainium"):
+        load_config("configs/tiny.yaml", inputs + ["--model.quantization=nf4", "--engine.backend=neuron"])
     with pytest.raises(ConfigError, match="model.quantization='int4': expected one of none, nf4, int8"):
         load_config("configs/tiny.yaml", inputs + ["--model.quantization=int4"])
 

@@ -110,3 +110,26 @@ def test_a_cache_of_other_inputs_or_an_incomplete_one_is_refused_by_name(setup, 
                                                          f"--train.output_dir={tmp_path / 'b'}"]))
     with pytest.raises(ConfigError, match="data.memory_cache with model.rerank=true"):
         load_config("configs/tiny.yaml", inputs + [f"--data.memory_cache={cache}", "--model.rerank=true"])
+
+
+def test_stage_one_refuses_a_folder_it_cannot_vouch_for(setup, tmp_path):
+    """Chunks without cache.json, and records in memory with other content than the cache's (same count)."""
+    from dataclasses import replace
+
+    from scaledown.build.memory_cache import write_chunks
+    from scaledown.data.schema import load_records
+
+    tmp, inputs, cache = setup
+    orphans = tmp_path / "orphans"
+    shutil.copytree(cache, orphans)
+    (orphans / "cache.json").unlink()
+    with pytest.raises(DataError, match="chunk files without cache.json"):
+        write_cache(load_config("configs/tiny.yaml", inputs + [f"--data.memory_cache={orphans}"]), chunk=16)
+    cfg = load_config("configs/tiny.yaml", inputs + [f"--data.memory_cache={tmp_path / 'memory'}"])
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    records = load_records(cfg.data.train_path)[:6]
+    write_chunks(model, records, tmp_path / "memory", 3, 4)
+    edited = [replace(records[0], query=records[0].query + " again"), *records[1:]]
+    with pytest.raises(DataError, match="records: '[0-9a-f]+' in the cache"):
+        write_chunks(model, edited, tmp_path / "memory", 3, 4)

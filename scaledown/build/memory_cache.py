@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from scaledown.data.memory_cache import CHUNK, FIELDS, chunk_path, describe
+from scaledown.data.memory_cache import CHUNK, check, chunk_path, describe
 from scaledown.data.schema import DataError
 from scaledown.log import get_logger, pop_log_level, progress
 
@@ -33,23 +33,21 @@ def write_chunks(model, records, folder: str | Path, num_documents: int, batch_s
     folder = Path(folder)
     meta = {**describe(model, records, num_documents), "chunk": chunk}
     path = folder / "cache.json"
-    if rank == 0:
+    if not path.exists() and any(folder.glob("chunk-*.safetensors")):  # every rank: all of them stop
+        raise DataError(f"{folder}: chunk files without cache.json (what made them is unknown): remove the folder "
+                        "or choose another data.memory_cache")
+    if rank == 0 and not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            found = json.loads(path.read_text())
-            differ = [f"{k}: {found.get(k)!r} there, {meta[k]!r} now" for k in (*FIELDS, "chunk")
-                      if found.get(k) != meta[k]]
-            if differ:
-                raise DataError(f"{path}: a cache of other inputs is in this folder (remove it or choose another "
-                                "data.memory_cache):\n  " + "\n  ".join(differ))
-        else:
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(meta, indent=2))
-            tmp.replace(path)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(path)
     barrier()
+    found = check(folder, meta)  # every rank: a cache of other inputs in this folder is refused on all of them
+    if found.get("chunk") != chunk:
+        raise DataError(f"{path}: chunks of {found.get('chunk')} records there, {chunk} now: remove the folder")
     was_training = model.training
     model.eval()
-    device = model.generator.get_input_embeddings().weight.device
+    device = next(model.compressor.parameters()).device
     collator = model.collator(num_documents)
     total = -(-len(records) // chunk)
     todo = [c for c in range(rank, total, world) if not chunk_path(folder, c).exists()]
@@ -89,7 +87,8 @@ def write_cache(cfg, chunk: int = CHUNK) -> Path:
     try:
         records = open_records(cfg.data.train_path, barrier, rank, int(os.environ.get("LOCAL_RANK", 0)))
         torch.manual_seed(cfg.train.seed)  # as the training run builds it: the same initial weights
-        model = build_model(cfg).to(device)
+        model = build_model(cfg)
+        model.compressor.to(device)  # only the compressor runs: the generator stays where it loaded
         return write_chunks(model, records, cfg.data.memory_cache, cfg.data.num_documents,
                             cfg.train.micro_batch_size, rank, world, barrier, chunk)
     finally:

@@ -1,8 +1,9 @@
 """Two-stage training's cache of memory embeddings (`data.memory_cache`, for small GPUs): stage 1 (`scaledown
 cache`, scaledown/build/memory_cache.py) runs the frozen compressor once over every training record; stage 2
 (`scaledown train --data.memory_cache=DIR`) trains the generator's LoRA on the cached embeddings and never runs
-the compressor, which therefore does not train (neither did the original code's two-stage trainers): no
-compressor gradients, optimizer state or activations, at the cost of a compressor that never adapts.
+the compressor (held-out evaluations still do), which therefore does not train (neither did the original code's
+two-stage trainers): no compressor gradients, optimizer state or activations, at the cost of a compressor that
+never adapts.
 
     DIR/cache.json                    what the cache was made from (FIELDS) and its chunk size
     DIR/chunk-000000.safetensors      records [c x chunk, (c+1) x chunk): memory [n, k, l, d], doc_mask [n, k]
@@ -42,13 +43,27 @@ def compressor_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def records_fingerprint(records) -> str:
+    """The records' content fingerprint (scaledown/data/mapped.py's for a training file), or for records in
+    memory a sha256 of each one's id, query and documents, in order (the cache is read by index)."""
+    known = getattr(records, "fingerprint", None)
+    if known:
+        return known
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps([r.id, r.query, r.documents], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def describe(model, records, num_documents: int) -> dict:
-    """The FIELDS of a cache made by `model` from `records` (their content fingerprint when they have one)."""
-    weight = model.generator.get_input_embeddings().weight
-    return {"num_records": len(records), "records": getattr(records, "fingerprint", None),
-            "compressor": compressor_fingerprint(model), "num_documents": num_documents,
-            "num_memory_tokens": model.config.num_memory_tokens, "hidden_size": weight.shape[1],
-            "dtype": str(weight.dtype).removeprefix("torch.")}
+    """The FIELDS of a cache made by `model` from `records`, from the model's config and the compressor
+    fingerprint taken when it was built (train.build_model): readable after an engine partitioned the weights."""
+    c = model.config
+    fingerprint = getattr(model, "compressor_fingerprint", None) or compressor_fingerprint(model)
+    return {"num_records": len(records), "records": records_fingerprint(records), "compressor": fingerprint,
+            "num_documents": num_documents, "num_memory_tokens": c.num_memory_tokens,
+            "hidden_size": model.generator.get_base_model().config.hidden_size,
+            "dtype": c.trainable_dtype or c.dtype}
 
 
 def check(folder: Path, expected: dict) -> dict:
@@ -84,10 +99,9 @@ class CachedMemory(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         return i, self.records[i]
 
-    def __getattr__(self, name):  # fingerprint, missing_scores: the records' own
-        if name == "records":
-            raise AttributeError(name)
-        return getattr(self.records, name)
+    @property
+    def fingerprint(self) -> str | None:  # the training file's, for checkpoints' resume checks
+        return getattr(self.records, "fingerprint", None)
 
     def rows(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(memory [B, k, l, d], doc_mask [B, k]) of these records, read from their chunks."""

@@ -104,12 +104,6 @@ class ZeroEngine(Engine):
 
         self.ds_config = resolve_ds_config(self.config_source, self.batch, max_grad_norm, self.dtype)
         model = model_fn()
-        quantized = getattr(getattr(model, "config", None), "quantization", "none")
-        if quantized != "none" and self.ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
-            from scaledown.config import ConfigError
-
-            raise ConfigError(f"model.quantization={quantized}: ZeRO-3 cannot partition quantized weights; use "
-                              "ZeRO 0-2 (ds_configs/zero2.json) or the torch engine")
         groups = param_groups_fn(model)
         optimizer = torch.optim.AdamW(
             [g.as_dict() for g in groups])

@@ -117,7 +117,11 @@ def evaluate_export(args, rank: int, world: int, device: torch.device) -> dict |
         teacher = {r.id: r.answer for r in records}
     judge = Judge(args.judge, device, args.dtype, args.judge_batch_size) if args.judge else None
 
-    systems = ["compressed"] + ["uncompressed"] * args.uncompressed + ["teacher"] * (teacher is not None)
+    systems = ["compressed"]
+    if args.uncompressed:
+        systems.append("uncompressed")
+    if teacher is not None:
+        systems.append("teacher")
     ranks = Ranks.of_process_group(device if device.type == "cuda" else None)
     result = evaluate(model, records, ranks, systems, ce=False, batch_size=args.batch_size,
                       max_new_tokens=args.max_new_tokens, num_documents=k, judge=judge, teacher=teacher,

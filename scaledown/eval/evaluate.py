@@ -177,8 +177,8 @@ def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
 
     chosen = [replace(r, answer=reference_answer(r, reference) or "-", documents=r.documents[:num_documents])
               for r in records]
-    counted = torch.tensor([bool(reference_answer(r, reference)) and (counted is None or counted[i])
-                            for i, r in enumerate(records)])
+    scored = torch.tensor([bool(reference_answer(r, reference)) and (counted is None or counted[i])
+                           for i, r in enumerate(records)])
     was_training = model.training
     model.eval()
     device = model.generator.get_input_embeddings().weight.device
@@ -202,7 +202,7 @@ def answer_ce(model, records: list[Record], reference: str, batch_size: int = 8,
         else:
             batch = {k: v.to(device) for k, v in model.collator(num_documents)(chunk).items()}
             logits, labels = model.logits(batch), batch["labels"]
-        ce, n = _ce_sum(logits, labels.to(logits.device), counted[i:i + batch_size].to(logits.device))
+        ce, n = _ce_sum(logits, labels.to(logits.device), scored[i:i + batch_size].to(logits.device))
         total, count = total + ce, count + n
     model.train(was_training)
     return total, count
@@ -240,6 +240,19 @@ def system_answers(model, shard: list[Record], system: str, batch_size: int, max
     return generate_uncompressed(model, shard, batch_size, max_new_tokens, k, **generate_kwargs)
 
 
+def system_metrics(totals: dict[str, float], answers: bool, num_records: int) -> dict[str, float]:
+    """One system's metrics from its sums over all ranks: CE per answer token, answer metrics per record."""
+    metrics = {f"ce_{r}": totals[f"ce_{r}"] / totals[f"ce_{r}_tokens"]
+               for r in ("teacher", "gold", "gold_other_documents") if totals.get(f"ce_{r}_tokens")}
+    if answers:
+        metrics.update(summarize(totals))
+        if "judge" in totals:
+            metrics["judge"] = totals["judge"] / max(totals["count"], 1)
+    if "ndcg" in totals:
+        metrics["ndcg@10"] = totals["ndcg"] / num_records
+    return metrics
+
+
 @torch.no_grad()
 def evaluate(model, records: list[Record], ranks: Ranks | None = None, systems=("compressed",), *, ce: bool = True,
              answers: bool = True, batch_size: int = 8, max_new_tokens: int = 32, num_documents: int | None = None,
@@ -259,38 +272,32 @@ def evaluate(model, records: list[Record], ranks: Ranks | None = None, systems=(
     same_labels = all(r.answer == reference_answer(r, "gold") for r in records)
     # Each record with the next record's documents (in the whole list: the same pairs on any number of ranks).
     others = [replace(r, documents=records[(i + 1) % len(records)].documents) for r, i in zip(shard, index)]
-    sums, columns = {}, {}
+    sums: dict[str, dict[str, float]] = {}  # per system: summed CE and tokens, metric sums, counts
+    columns: dict[str, list] = {}  # per record of the share: each system's answer and judge score, nDCG
     for system in systems:
-        part = {}
+        sums[system] = {}
         if ce and system != "teacher":
             k = 0 if system == "no_documents" else num_documents
-            part.update(ce_sums(model, shard, others, counted, system, batch_size, k, same_labels))
+            sums[system].update(ce_sums(model, shard, others, counted, system, batch_size, k, same_labels))
         if answers:
             preds = system_answers(model, shard, system, batch_size, max_new_tokens, num_documents, teacher, **synced)
-            part.update(score_records([p for p, c in zip(preds, counted) if c], mine))
+            sums[system].update(score_records([p for p, c in zip(preds, counted) if c], mine))
             columns[system] = preds
             if judge is not None:
                 columns[f"judge/{system}"] = judge.scores(shard, preds)
-                part["judge"] = sum(x for x, c in zip(columns[f"judge/{system}"], counted) if c)
-        sums.update({f"{system}/{name}": v for name, v in part.items()})
+                sums[system]["judge"] = sum(x for x, c in zip(columns[f"judge/{system}"], counted) if c)
     graded = records and all(isinstance(r.extra.get("relevance"), list) for r in records)
     if "compressed" in systems and getattr(model, "rerank_head", None) is not None and graded:
         columns["ndcg"] = [ndcg_at_k(model.rerank_scores([r.query], [r.documents[:num_documents]])[0].tolist(),
                                      r.extra["relevance"]) for r in shard]
-        sums["compressed/ndcg"] = sum(x for x, c in zip(columns["ndcg"], counted) if c)
-    totals = ranks.sum(sums)  # one collective for every system's sums
-    metrics = {}
-    for system in systems:
-        t = {name.removeprefix(f"{system}/"): v for name, v in totals.items() if name.startswith(f"{system}/")}
-        m = {f"ce_{r}": t[f"ce_{r}"] / t[f"ce_{r}_tokens"]
-             for r in ("teacher", "gold", "gold_other_documents") if t.get(f"ce_{r}_tokens")}
-        if answers:
-            m.update(summarize(t))
-            if "judge" in t:
-                m["judge"] = t["judge"] / max(t["count"], 1)
-        if "ndcg" in t:
-            m["ndcg@10"] = t["ndcg"] / len(records)
-        metrics[system] = m
+        sums["compressed"]["ndcg"] = sum(x for x, c in zip(columns["ndcg"], counted) if c)
+    # One collective for every system's sums: flattened to "system/name" keys and back.
+    flat = ranks.sum({f"{system}/{name}": v for system, part in sums.items() for name, v in part.items()})
+    totals: dict[str, dict[str, float]] = {system: {} for system in systems}
+    for key, value in flat.items():
+        system, name = key.split("/", 1)
+        totals[system][name] = value
+    metrics = {system: system_metrics(totals[system], answers, len(records)) for system in systems}
     rows = None
     if keep_rows:
         per_record = [{name: values[j] for name, values in columns.items()} for j in range(len(shard))]
