@@ -11,6 +11,11 @@ wall-clock uses random weights (speed does not need trained ones).
     python benchmarks/inference.py --arch tiny                             # CPU here: FLOPs + time
     python benchmarks/inference.py --arch mistral-7b --flops-only          # the paper's shape, FLOPs
     python benchmarks/inference.py --arch mistral-7b --device cuda --dtype bfloat16 --batch-sizes 1 16 64 256
+    python benchmarks/inference.py --arch smollm2 --docs 10 --compressor-layers 8 --phases   # CPU, paper shape
+
+`--phases` splits each time into the prefill (compressor + the generator reading its prompt: timed with a
+one-token answer) and the decoding steps (the rest), which cost the same in both systems but for the length of
+the KV cache they attend to.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--flops-only", action="store_true")
+    p.add_argument("--phases", action="store_true", help="also time the prefill alone (decoding = the rest)")
     return p
 
 
@@ -141,16 +147,27 @@ def main(argv=None):
         return
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config = ARCHS[args.arch]()
-    print(f"\nwall-clock on {device} ({args.dtype}), ms per query")
-    print(f"{'docs':>4} {'layers':>6} {'batch':>5} {'full':>9} {'comp':>9} {'speed-up':>8}")
+    print(f"\nwall-clock on {device} ({args.dtype}), ms per query"
+          + ("; prefill / decoding of each" if args.phases else ""))
+    print(f"{'docs':>4} {'layers':>6} {'batch':>5} {'full':>9} {'comp':>9} {'speed-up':>8}"
+          + (f" {'full prefill/decode':>20} {'comp prefill/decode':>20}" if args.phases else ""))
+    one_token = argparse.Namespace(**{**vars(args), "answer_tokens": 1})
     for n in args.compressor_layers:
         generator, compressor = build(config, n, device, dtype)
         for k in args.docs:
             for b in args.batch_sizes:
-                t_full = seconds_per_query(lambda: uncompressed(generator, config, b, k, args), b, device, args.repeats)
-                t_comp = seconds_per_query(lambda: compressed(generator, compressor, config, b, k, args), b, device,
-                                           args.repeats)
-                print(f"{k:>4} {n:>6} {b:>5} {t_full * 1e3:>9.2f} {t_comp * 1e3:>9.2f} {t_full / t_comp:>8.2f}")
+                def time_both(a):
+                    return (seconds_per_query(lambda: uncompressed(generator, config, b, k, a), b, device,
+                                              args.repeats),
+                            seconds_per_query(lambda: compressed(generator, compressor, config, b, k, a), b, device,
+                                              args.repeats))
+                t_full, t_comp = time_both(args)
+                line = f"{k:>4} {n:>6} {b:>5} {t_full * 1e3:>9.2f} {t_comp * 1e3:>9.2f} {t_full / t_comp:>8.2f}"
+                if args.phases:
+                    p_full, p_comp = time_both(one_token)
+                    line += (f" {f'{p_full * 1e3:.1f} / {(t_full - p_full) * 1e3:.1f}':>20}"
+                             f" {f'{p_comp * 1e3:.1f} / {(t_comp - p_comp) * 1e3:.1f}':>20}")
+                print(line, flush=True)
 
 
 if __name__ == "__main__":
