@@ -73,27 +73,24 @@ def write_chunks(model, records, folder: str | Path, num_documents: int, batch_s
 
 
 def write_cache(cfg, chunk: int = CHUNK) -> Path:
-    """Stage 1 for a run config: its training records, its model as `scaledown train` builds it."""
+    """Stage 1 for a run config: its training records, its model as `scaledown train` builds it; under torchrun
+    each rank writes its share (the process group of scaledown/eval/cli.py's run_ranks)."""
+    from scaledown.eval.cli import run_ranks
+
+    return run_ranks(lambda rank, world, device: stage_one(cfg, rank, world, device, chunk), None)
+
+
+def stage_one(cfg, rank: int, world: int, device: torch.device, chunk: int) -> Path:
     from scaledown.data.mapped import open_records
-    from scaledown.models.generation import local_device
     from scaledown.train import build_model
 
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = local_device()
-    dist = torch.distributed
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    barrier = dist.barrier if world > 1 else (lambda: None)
-    try:
-        records = open_records(cfg.data.train_path, barrier, rank, int(os.environ.get("LOCAL_RANK", 0)))
-        torch.manual_seed(cfg.train.seed)  # as the training run builds it: the same initial weights
-        model = build_model(cfg)
-        model.compressor.to(device)  # only the compressor runs: the generator stays where it loaded
-        return write_chunks(model, records, cfg.data.memory_cache, cfg.data.num_documents,
-                            cfg.train.micro_batch_size, rank, world, barrier, chunk)
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    barrier = torch.distributed.barrier if world > 1 else (lambda: None)
+    records = open_records(cfg.data.train_path, barrier, rank, int(os.environ.get("LOCAL_RANK", 0)))
+    torch.manual_seed(cfg.train.seed)  # as the training run builds it: the same initial weights
+    model = build_model(cfg)
+    model.compressor.to(device)  # only the compressor runs: the generator stays where it loaded
+    return write_chunks(model, records, cfg.data.memory_cache, cfg.data.num_documents, cfg.train.micro_batch_size,
+                        rank, world, barrier, chunk)
 
 
 def two_stage_main(script: str, compressor_type: str, argv: list[str]) -> dict:

@@ -104,13 +104,17 @@ class CachedMemory(torch.utils.data.Dataset):
         return getattr(self.records, "fingerprint", None)
 
     def rows(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(memory [B, k, l, d], doc_mask [B, k]) of these records, read from their chunks."""
-        memory, mask = [], []
-        for i in indices:
+        """(memory [B, k, l, d], doc_mask [B, k]) of these records, each chunk file opened once per batch."""
+        by_chunk: dict[int, list[tuple[int, int]]] = {}
+        for position, i in enumerate(indices):
             c, row = divmod(i, self.chunk)
+            by_chunk.setdefault(c, []).append((position, row))
+        memory, mask = [None] * len(indices), [None] * len(indices)
+        for c, wanted in by_chunk.items():
             with safe_open(str(chunk_path(self.folder, c)), framework="pt") as f:
-                memory.append(f.get_slice("memory")[row:row + 1])
-                mask.append(f.get_slice("doc_mask")[row:row + 1])
+                memory_rows, mask_rows = f.get_slice("memory"), f.get_slice("doc_mask")
+                for position, row in wanted:
+                    memory[position], mask[position] = memory_rows[row:row + 1], mask_rows[row:row + 1]
         return torch.cat(memory), torch.cat(mask).bool()
 
     def collate(self, collator):
