@@ -1,7 +1,11 @@
 """The dataset build at paper scale, stage by stage: what each rank holds in memory and how long it takes.
 
-Stage `search`: synthetic SPLADE-like indexes (no model: ~200 non-zeros per passage, ~15 per query, Zipf-like term
-ids over a 30,522-term vocabulary, ~700-byte passages) written straight into both on-disk formats, the former
+Vectors (`--vectors`): `splade` (the default), synthetic passages whose term frequencies, weights and lengths are fit
+to SPLADE-tiny's output on real Wikipedia passages, searched with SPLADE-tiny's real query vectors of FanOutQA
+questions (benchmarks/splade_like.py, ~200 non-zeros per passage, ~21 per query); `zipf`, the first benchmarks'
+Zipf-like term ids (~200 per passage, ~15 per query), whose most frequent terms sit in nearly every passage.
+
+Stage `search`: synthetic indexes (no model, ~700-byte passages) written straight into both on-disk formats, the former
 shards (`shard-NNNNN.npz` + `.jsonl`, loaded whole by every rank) and the current blocks (memory-mapped inverted
 CSR + Arrow passages, scaledown/build/retrieval.py). Each format is searched by 2 ranks (2 processes, each its own
 half of the queries, in batches like the build's chunks), and the current one also by 1 rank, to show that 2
@@ -17,10 +21,11 @@ memory-mapped by every rank), then 2,000 records fetched in sampler order. Per r
 
     python benchmarks/scale.py --stage data --sizes 10000 100000 893000
 
-Stage `approx`: recall@k of the approximate backend (Seismic, `--search seismic`) against the exact search on the
-same synthetic blocks, its build time and its query time next to the exact one's (one process).
+Stage `approx` (one process): the exact search's two ways, the sparse x sparse product it used first and the
+per-query gather it uses now (same results checked), and the approximate backend (Seismic, `--search seismic`):
+its build time, query time and recall@k against the exact top-k.
 
-    python benchmarks/scale.py --stage approx --sizes 20000 50000
+    python benchmarks/scale.py --stage approx --sizes 100000 1000000
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scaledown.build.corpus import Passage  # noqa: E402
 from scaledown.build.retrieval import SparseIndex, top_k, write_block  # noqa: E402
+from splade_like import fit_profile, passage_rows, query_rows  # noqa: E402
 
 VOCAB = 30522
 
@@ -55,23 +61,29 @@ def zipf_rows(rows: int, draws: int, rng: np.random.Generator, perm: np.ndarray,
     return sp.csr_matrix((data, terms[first], indptr), shape=(rows, VOCAB))
 
 
-def write_both_formats(n: int, folder: Path, rows_per_block: int = 100_000, seed: int = 0) -> dict:
-    """The same synthetic index as former shards (folder/old) and current blocks (folder/new)."""
+def write_both_formats(n: int, folder: Path, rows_per_block: int = 100_000, seed: int = 0, vectors: str = "zipf",
+                       old: bool = True) -> dict:
+    """The same synthetic index as former shards (folder/old, unless `old` is false) and current blocks
+    (folder/new)."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(VOCAB)
+    profile = fit_profile() if vectors == "splade" else None
     blob = " ".join(f"w{i}" for i in rng.integers(0, 50_000, size=400_000))  # passage texts are slices of it
     (folder / "old").mkdir(parents=True)
     nnz = 0
     for b, start in enumerate(range(0, n, rows_per_block)):
         rows = min(rows_per_block, n - start)
-        matrix = zipf_rows(rows, 330, rng, perm)  # 330 draws leave ~200 distinct terms
+        # 330 Zipf draws leave ~200 distinct terms
+        matrix = passage_rows(rows, profile, rng) if profile else zipf_rows(rows, 330, rng, perm)
         nnz += matrix.nnz
         offsets = rng.integers(0, len(blob) - 800, size=rows)
         passages = [Passage(f"doc{start + i}-0", f"Title {start + i}", blob[o:o + 700]) for i, o in enumerate(offsets)]
+        write_block(folder / "new", b, passages, matrix)
+        if not old:
+            continue
         sp.save_npz(folder / "old" / f"shard-{b:05d}.npz", matrix, compressed=False)
         (folder / "old" / f"shard-{b:05d}.jsonl").write_text(
             "".join(json.dumps(p.as_document()) + "\n" for p in passages))
-        write_block(folder / "new", b, passages, matrix)
     return {"nnz_per_passage": nnz / n}
 
 
@@ -102,6 +114,34 @@ class OldShardIndex:
             order = np.lexsort((cols, -vals))
             results.append([(int(cols[j]), float(vals[j])) for j in order])
         return results
+
+
+def product_search(index: SparseIndex, queries: sp.csr_matrix, k: int) -> list[list[tuple[int, float]]]:
+    """The block index's first exact search, verbatim: per block the sparse x sparse product Q @ D_b^T for a batch
+    of queries, each query's top-k kept, then merged over blocks."""
+    queries = queries.tocsr()
+    found = [[] for _ in range(queries.shape[0])]
+    for b, matrix in enumerate(index.matrices):
+        scores = (queries @ matrix).tocsr()
+        for i in range(scores.shape[0]):
+            start, end = scores.indptr[i], scores.indptr[i + 1]
+            if start < end:
+                found[i].append(top_k(scores.indices[start:end].astype(np.int64) + index.starts[b],
+                                      scores.data[start:end], k))
+    results = []
+    for parts in found:
+        rows, vals = (np.concatenate(x) for x in zip(*parts)) if parts else (np.empty(0, int), np.empty(0))
+        rows, vals = top_k(rows, vals, k)
+        results.append([(int(r), float(v)) for r, v in zip(rows, vals)])
+    return results
+
+
+def make_queries(args) -> sp.csr_matrix:
+    """`args.queries` query vectors: real SPLADE-tiny ones (a seeded sample of the FanOutQA questions) or Zipf."""
+    if args.vectors == "splade":
+        real = query_rows(fit_profile())
+        return real[np.sort(np.random.default_rng(1).choice(real.shape[0], args.queries, replace=False))]
+    return zipf_rows(args.queries, 17, np.random.default_rng(1), np.random.default_rng(0).permutation(VOCAB))
 
 
 def search_rank(kind: str, folder: str, queries: sp.csr_matrix, k: int, batch: int, rank: int, world: int,
@@ -177,13 +217,12 @@ def merge_partials(partials: list[list[list[tuple[int, float]]]], k: int) -> lis
 
 def stage_search(args) -> list[dict]:
     rows = []
-    rng = np.random.default_rng(1)
-    queries = zipf_rows(args.queries, 17, rng, np.random.default_rng(0).permutation(VOCAB))  # ~15 distinct terms
+    queries = make_queries(args)
     for n in args.sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=args.tmp))
         try:
             start = time.perf_counter()
-            info = write_both_formats(n, folder)
+            info = write_both_formats(n, folder, vectors=args.vectors)
             print(f"{n} passages: wrote both formats in {time.perf_counter() - start:.0f} s "
                   f"({info['nnz_per_passage']:.0f} non-zeros per passage)", flush=True)
             new2 = run_ranks("new", folder / "new", queries, 2, args.k, args.batch)
@@ -313,40 +352,57 @@ def stage_data(args) -> list[dict]:
     return rows
 
 
+def timed(fn, *args) -> tuple[list, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def recall(found: list, exact: list, k: int) -> float:
+    return float(np.mean([len({r for r, _ in a[:k]} & {r for r, _ in e[:k]}) / max(1, len(e[:k]))
+                          for a, e in zip(found, exact)]))
+
+
 def stage_approx(args) -> list[dict]:
     from scaledown.build.approximate import SeismicSearch
 
     rows = []
-    queries = zipf_rows(args.queries, 17, np.random.default_rng(1), np.random.default_rng(0).permutation(VOCAB))
+    queries = make_queries(args)
+    n_q = queries.shape[0]
     for n in args.sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"scale-approx-{n}-", dir=args.tmp))
         try:
-            write_both_formats(n, folder)
+            info = write_both_formats(n, folder, vectors=args.vectors, old=False)
             index = SparseIndex(folder / "new")
-            start = time.perf_counter()
-            exact = index.search(queries, args.k)
-            exact_ms = 1e3 * (time.perf_counter() - start) / args.queries
-            start = time.perf_counter()
-            approx = SeismicSearch(index, folder / "new" / "seismic.index")
-            build_s = time.perf_counter() - start
-            for heap in (0.7, 0.9):
+            batches = [queries[i:i + args.batch] for i in range(0, n_q, args.batch)]
+            product, product_s = timed(lambda: [h for q in batches for h in product_search(index, q, args.k)])
+            exact, exact_s = timed(lambda: [h for q in batches for h in index.search(q, args.k)])
+            assert product == exact, "the gather and the sparse product disagree"
+            approx, build_s = timed(SeismicSearch, index, folder / "new" / "seismic.index")
+            row = {"passages": n, "nnz_per_passage": info["nnz_per_passage"], "vectors": args.vectors,
+                   "product_ms": 1e3 * product_s / n_q, "exact_ms": 1e3 * exact_s / n_q, "build_s": build_s,
+                   "seismic": []}
+            for heap in args.heap_factors:
                 approx.heap_factor = heap
-                start = time.perf_counter()
-                found = approx.search(queries, args.k)
-                ms = 1e3 * (time.perf_counter() - start) / args.queries
-                recall = {k: float(np.mean([len({r for r, _ in a[:k]} & {r for r, _ in e[:k]}) / max(1, len(e[:k]))
-                                            for a, e in zip(found, exact)])) for k in (10, args.k)}
-                rows.append({"passages": n, "heap_factor": heap, "build_s": build_s, "exact_ms": exact_ms,
-                             "approx_ms": ms, "recall": recall})
-                print(f"  {n}: heap {heap} recall@10 {recall[10]:.3f} recall@{args.k} {recall[args.k]:.3f} "
-                      f"{ms:.2f} ms/query (exact {exact_ms:.2f}); built in {build_s:.0f} s", flush=True)
+                found, s_ = timed(approx.search, queries, args.k)
+                row["seismic"].append({"heap_factor": heap, "ms": 1e3 * s_ / n_q,
+                                       "recall": {k: recall(found, exact, k) for k in (10, args.k)}})
+                print(f"  {n}: heap {heap} recall@10 {row['seismic'][-1]['recall'][10]:.3f} recall@{args.k} "
+                      f"{row['seismic'][-1]['recall'][args.k]:.3f} {1e3 * s_ / n_q:.2f} ms/query (exact "
+                      f"{row['exact_ms']:.2f}, product {row['product_ms']:.2f}); built in {build_s:.0f} s", flush=True)
+            rows.append(row)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    print(f"\n{'passages':>9} {'heap':>5} {'build s':>8} {'exact ms':>9} {'seismic ms':>10} {'R@10':>6} "
-          f"{f'R@{args.k}':>6}")
+    print(f"\n{args.vectors} vectors, {n_q} queries, k = {args.k}, one process; ms per query")
+    print(f"{'passages':>9} {'nnz':>5} {'product':>8} {'gather':>7} {'speed-up':>8} | {'build s':>8} {'heap':>5} "
+          f"{'seismic':>8} {'R@10':>6} {f'R@{args.k}':>6}")
     for r in rows:
-        print(f"{r['passages']:>9} {r['heap_factor']:>5} {r['build_s']:>8.0f} {r['exact_ms']:>9.2f} "
-              f"{r['approx_ms']:>10.2f} {r['recall'][10]:>6.3f} {r['recall'][args.k]:>6.3f}")
+        for a in r["seismic"]:
+            print(f"{r['passages']:>9} {r['nnz_per_passage']:>5.0f} {r['product_ms']:>8.2f} {r['exact_ms']:>7.2f} "
+                  f"{r['product_ms'] / r['exact_ms']:>7.2f}x | {r['build_s']:>8.0f} {a['heap_factor']:>5} "
+                  f"{a['ms']:>8.2f} {a['recall'][10]:>6.3f} {a['recall'][args.k]:>6.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 
@@ -362,6 +418,10 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=50, help="the build's --retrieve-k")
     p.add_argument("--max-old", type=int, default=1_000_000, help="skip the former code above this size")
     p.add_argument("--tmp", default=None, help="where the synthetic indexes are written (and removed)")
+    p.add_argument("--vectors", choices=["splade", "zipf"], default="splade",
+                   help="synthetic passages fit to SPLADE-tiny with its real queries, or Zipf term ids")
+    p.add_argument("--heap-factors", type=float, nargs="+", default=[0.7, 0.9], help="Seismic's, stage approx")
+    p.add_argument("--json", default=None, help="stage approx: also write its rows here")
     args = p.parse_args(argv)
     return STAGES[args.stage](args)
 

@@ -67,10 +67,11 @@ def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
     assert (len(index), index.vocab_size) == (sum(sizes), vocab)
     queries = (rng.random((20, vocab)) < 0.1) * rng.random((20, vocab), dtype=np.float32)
     queries[0] = dense[5]  # the tied pair is this query's best
+    queries[19] = 0  # a query with no terms finds nothing
     queries = sp.csr_matrix(queries)
     without_last = dense.copy()
     without_last[starts[3]:] = 0
-    for k in (1, 5, 17):
+    for k in (1, 5, 17, 60):  # 60: more than a block holds
         # the whole index, then its first two non-empty blocks (block positions 0 and 1: empty blocks are skipped)
         for hits, matrix in ((index.search(queries, k), dense), (index.search(queries, k, [0, 1]), without_last)):
             for qi in range(20):
@@ -79,7 +80,7 @@ def test_sparse_search_is_exactly_the_brute_force_top_k(tmp_path):
                 expected = sorted(positive, key=lambda i: (-scores[i], i))[:k]
                 assert [row for row, _ in hits[qi]] == expected
                 np.testing.assert_allclose([s for _, s in hits[qi]], scores[expected], rtol=1e-5)
-    assert [row for row, _ in index.search(queries, 2)[0]] == [5, 43]
+    assert [row for row, _ in index.search(queries, 2)[0]] == [5, 43] and index.search(queries, 5)[19] == []
     assert index.passages[43].id == "2-3" and index.passages[40 + 47].id == "3-0"
 
 
@@ -340,3 +341,15 @@ def test_a_document_id_on_two_lines_is_refused_with_both_lines_named(setup, tmp_
     err = run_build_expecting_failure(args)
     assert f"document id {first['id']!r} on {corpus}:1, {corpus}:{len(lines) + 1}" in err, err[-2000:]
     assert not (tmp_path / "out" / "index" / "COMPLETE").exists()
+
+
+def test_seismic_input_rows_hold_lengths_sorted_terms_and_weights():
+    """Seismic's binary input format, per row: its length, its term ids ascending, their float32 weights."""
+    from scaledown.build.approximate import seismic_rows
+
+    matrix = sp.csr_matrix((np.array([0.5, 2.0, 1.5], dtype=np.float32), np.array([7, 3, 1]), np.array([0, 2, 2, 3])),
+                           shape=(3, 10))  # row 0 holds terms 7 and 3 out of order; row 1 is empty
+    words = seismic_rows(matrix)
+    assert words.dtype == np.dtype("<u4") and words.tolist()[:3] == [2, 3, 7]
+    assert words[3:5].view("<f4").tolist() == [2.0, 0.5]
+    assert words[5:].tolist()[:3] == [0, 1, 1] and words[8:].view("<f4").tolist() == [1.5]

@@ -147,3 +147,29 @@ def test_build_and_deepspeed_training_under_mpirun(tmp_path):
     result = json.loads((run / "train_result.json").read_text())
     assert result["steps"] == 3 and (run / "export" / "compressor.safetensors").exists()
     assert "rank 1/2" in trained.stderr and "engine deepspeed" in trained.stderr
+
+
+def test_splade_like_passages_keep_the_profiles_frequencies_lengths_and_weights():
+    """benchmarks/splade_like.py: synthetic passages drawn from a profile hold each term with its document
+    frequency (frequent terms saturate near theirs, not in every passage), the profile's lengths and each term's
+    log-normal weights."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from splade_like import passage_rows
+
+    vocab = 2000
+    df = np.full(vocab, 0.01)
+    df[:3] = [0.9, 0.5, 0.2]
+    df[-500:] = 0.0  # never seen in the fit: a rare tail
+    log_mean = np.full(vocab, -1.0)
+    log_mean[0] = -3.0  # the most frequent term weighs little, as SPLADE's do
+    profile = {"df": df, "log_mean": log_mean, "log_std": np.full(vocab, 0.1), "nnz": np.array([16, 20, 24]),
+               "passages": np.array(1000)}
+    rows = passage_rows(20_000, profile, np.random.default_rng(0))
+    seen = np.bincount(rows.indices, minlength=vocab) / rows.shape[0]
+    np.testing.assert_allclose(seen[:3], [0.9, 0.5, 0.2], atol=0.04)
+    assert abs(np.diff(rows.indptr).mean() - df.sum()) / df.sum() < 0.1
+    assert 0 < seen[-500:].mean() < 0.002
+    weights = np.log(rows[:, 0].data)
+    assert abs(weights.mean() + 3.0) < 0.01 and abs(weights.std() - 0.1) < 0.01

@@ -6,6 +6,8 @@ Seismic prunes each posting list to its `n_postings` heaviest entries, clusters 
 vectors, and skips blocks whose summary cannot beat the current top-k (`heap_factor`). Its index is built once from
 the index blocks (rank 0, saved as `seismic.index` next to them) and loaded by every rank: unlike the exact index it
 lives in each rank's memory (Seismic has no memory-mapped form), so run one search rank per node, or few, with it.
+The raw index is used (term ids and passage rows as integers, no string maps): it is built from Seismic's binary
+input format, written block by block to a temporary file next to the index (8 bytes per non-zero) and removed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,21 @@ def _require():
     return seismic
 
 
+def seismic_rows(matrix: sp.csr_matrix) -> np.ndarray:
+    """Passage rows in Seismic's binary input format, as little-endian 32-bit words: per row its number of
+    non-zeros, its term ids ascending, then their float32 weights (the file starts with the number of rows)."""
+    matrix = matrix.tocsr(copy=True)
+    matrix.sort_indices()
+    lens = np.diff(matrix.indptr)
+    out = np.empty(matrix.shape[0] + 2 * matrix.nnz, dtype="<u4")
+    starts = np.arange(matrix.shape[0]) + 2 * matrix.indptr[:-1]
+    out[starts] = lens
+    terms_at = np.repeat(starts + 1, lens) + np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], lens)
+    out[terms_at] = matrix.indices
+    out[terms_at + np.repeat(lens, lens)] = matrix.data.astype("<f4").view("<u4")
+    return out
+
+
 class SeismicSearch:
     """Approximate `search(queries_csr, k)` over the passages of a SparseIndex, same (row, score) results."""
 
@@ -33,39 +50,34 @@ class SeismicSearch:
                  summary_energy: float = 0.4, query_cut: int = 20, heap_factor: float = 0.7, build: bool = True):
         seismic = _require()
         self.path, self.query_cut, self.heap_factor = Path(path), query_cut, heap_factor
-        self._string = seismic.get_seismic_string()
         if not self.path.exists():
             if not build:
                 raise FileNotFoundError(f"{self.path}: no Seismic index (rank 0 builds it)")
-            dataset = seismic.SeismicDataset()
-            for start, inverted in zip(index.starts, index.matrices):
-                rows = sp.csr_matrix(inverted).T.tocsr()  # one block at a time: passages x terms
-                for r in range(rows.shape[0]):
-                    lo, hi = rows.indptr[r], rows.indptr[r + 1]
-                    dataset.add_document(str(start + r), self._terms(rows.indices[lo:hi]),
-                                         np.asarray(rows.data[lo:hi], dtype=np.float32))
-            built = seismic.SeismicIndex.build_from_dataset(dataset, n_postings=n_postings,
-                                                            centroid_fraction=centroid_fraction,
-                                                            summary_energy=summary_energy)
+            rows = self.path.with_name(self.path.name + ".input.tmp")
+            with open(rows, "wb") as f:
+                np.array([len(index)], dtype="<u4").tofile(f)
+                for inverted in index.matrices:  # one block at a time: passages x terms
+                    seismic_rows(sp.csr_matrix(inverted).T).tofile(f)
+            try:
+                built = seismic.SeismicIndexRaw.build(str(rows), n_postings=n_postings,
+                                                      centroid_fraction=centroid_fraction,
+                                                      summary_energy=summary_energy)
+            finally:
+                rows.unlink()
             tmp = self.path.with_name(self.path.name + ".tmp")
             built.save(str(tmp))
             saved = Path(str(tmp) + ".index.seismic") if not tmp.exists() else tmp  # save() may add a suffix
             saved.replace(self.path)
-        self.index = seismic.SeismicIndex.load(str(self.path))
-
-    def _terms(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([str(t) for t in ids], dtype=self._string)
+        self.index = seismic.SeismicIndexRaw.load(str(self.path))
 
     def search(self, queries: sp.csr_matrix, k: int) -> list[list[tuple[int, float]]]:
         queries = queries.tocsr()
-        ids = np.array([str(i) for i in range(queries.shape[0])], dtype=self._string)
-        terms, values = [], []
+        results = []
         for i in range(queries.shape[0]):
             lo, hi = queries.indptr[i], queries.indptr[i + 1]
-            terms.append(self._terms(queries.indices[lo:hi]))
-            values.append(np.asarray(queries.data[lo:hi], dtype=np.float32))
-        found = self.index.batch_search(ids, terms, values, k, self.query_cut, self.heap_factor)
-        by_query = {hits[0][0]: hits for hits in found if hits}  # results come back in any order
-        # Best first, ties by row, as the exact search orders them.
-        return [sorted(((int(doc), float(score)) for _, score, doc in by_query.get(str(i), [])),
-                       key=lambda h: (-h[1], h[0])) for i in range(queries.shape[0])]
+            found = self.index.search(queries.indices[lo:hi].astype(np.int32),
+                                      queries.data[lo:hi].astype(np.float32), k, self.query_cut, self.heap_factor,
+                                      0, True) if hi > lo else []
+            # Best first, ties by row, as the exact search orders them.
+            results.append(sorted(((int(row), float(score)) for score, row in found), key=lambda h: (-h[1], h[0])))
+        return results

@@ -16,17 +16,18 @@ non-zeros, while the whole index (25M x 200 = 5e9) would overflow 32-bit offsets
 
 Search memory-maps every block (`np.load(mmap_mode="r")`, `pa.memory_map`): nothing is copied into the process, so
 the ranks of a node share one copy in the page cache, and only the postings of the query terms are read. Each rank
-searches its own query chunks against all blocks: per block Q @ D_b^T as a sparse x sparse product, the top-k of
-each query kept, then merged over blocks, ties broken by global passage row, so the result is the same exact
-top-k as one matrix over the whole corpus, whatever the number of ranks or blocks. The alternative, each rank
-searching every query against its own blocks and merging partial top-k lists across ranks, does the same postings
-work in total but turns every chunk into a collective step (no rank can resume its chunks alone). Measured
-(benchmarks/scale.py --stage search, 1M synthetic passages, 238 non-zeros each, 10 blocks, 2 ranks, k = 50): a
-rank's half of the queries over every block costs 56.5 ms per query, every query over half the blocks 26.2 ms
-plus 0.05 ms to merge, so per rank 64 x 56.5 = 3.6 s against 128 x 26.3 = 3.4 s: 7% less work for the split,
-paid for with a collective per chunk. Memory does not tell them apart on one node (both map the blocks they
-search; 2 ranks' unique memory 0.32 GiB in all against 1.93 GiB for one rank alone). The split would win where a
-node's page cache cannot hold the whole index (60 GB at 25M passages, text included).
+searches its own query chunks against all blocks: per query and block, the postings of the query's terms summed into
+a dense score vector over the block's passages, its top-k kept, then merged over blocks, ties broken by global
+passage row, so the result is the same exact top-k as one matrix over the whole corpus, whatever the number of ranks
+or blocks. The alternative, each rank searching every query against its own blocks and merging partial top-k lists
+across ranks, does the same postings work in total but turns every chunk into a collective step (no rank can resume
+its chunks alone). Measured with the first (sparse-product) search on Zipf vectors (benchmarks/scale.py --stage
+search --vectors zipf, 1M synthetic passages, 238 non-zeros each, 10 blocks, 2 ranks, k = 50): a rank's half of the
+queries over every block costs 56.5 ms per query, every query over half the blocks 26.2 ms plus 0.05 ms to merge, so
+per rank 64 x 56.5 = 3.6 s against 128 x 26.3 = 3.4 s: 7% less work for the split, paid for with a collective per
+chunk. Memory does not tell them apart on one node (both map the blocks they search; 2 ranks' unique memory 0.32 GiB
+in all against 1.93 GiB for one rank alone). The split would win where a node's page cache cannot hold the whole
+index (60 GB at 25M passages, text included).
 
 Scale (the paper's Wikipedia-KILT, ~25M passages of 128 tokens): SPLADE passages keep ~200 non-zeros, so the
 postings take 25M x 200 x 8 B = 40 GB on disk and in a node's page cache (not per rank), the passages ~20 GB.
@@ -203,22 +204,33 @@ class SparseIndex:
     def search(self, queries: sp.csr_matrix, k: int, blocks: Iterable[int] | None = None
                ) -> list[list[tuple[int, float]]]:
         """Exact top-k (passage row, score) by sparse dot product, best first (ties: lower row first). `blocks`
-        (positions in this index) restricts the search, for measuring a split of the index."""
+        (positions in this index) restricts the search, for measuring a split of the index.
+
+        One query at a time: its terms' posting lists gathered from each block and summed into a dense score
+        vector (float32, terms in the query's order: the same bits as the sparse x sparse product Q @ D_b^T, which
+        builds a hash of every candidate and was 1.3-1.6x slower at 100k-1M passages)."""
         queries = queries.tocsr()
-        found = [[] for _ in range(queries.shape[0])]
-        for b in range(len(self.matrices)) if blocks is None else blocks:
-            scores = (queries @ self.matrices[b]).tocsr()
-            for i in range(scores.shape[0]):
-                start, end = scores.indptr[i], scores.indptr[i + 1]
-                if start < end:
-                    rows = scores.indices[start:end].astype(np.int64) + self.starts[b]
-                    found[i].append(top_k(rows, scores.data[start:end], k))
+        blocks = range(len(self.matrices)) if blocks is None else blocks
         results = []
-        for parts in found:
+        for i in range(queries.shape[0]):
+            lo, hi = queries.indptr[i], queries.indptr[i + 1]
+            terms, weights = queries.indices[lo:hi], queries.data[lo:hi].astype(np.float32)
+            parts = [dense_top_k(weights @ self.matrices[b][terms], k, self.starts[b]) for b in blocks]
             rows, vals = (np.concatenate(x) for x in zip(*parts)) if parts else (np.empty(0, int), np.empty(0))
             rows, vals = top_k(rows, vals, k)
             results.append([(int(r), float(v)) for r, v in zip(rows, vals)])
         return results
+
+
+def dense_top_k(scores: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """top_k of one block's dense score vector (rows counted from `offset`): a partition finds the k-th best, and
+    only rows scoring at least that (and above 0) are sorted."""
+    if len(scores) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        rows = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
+    else:
+        rows = np.flatnonzero(scores > 0)
+    return top_k(rows.astype(np.int64) + offset, scores[rows], k)
 
 
 def top_k(rows: np.ndarray, vals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
