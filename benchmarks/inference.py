@@ -15,7 +15,9 @@ wall-clock uses random weights (speed does not need trained ones).
 
 `--phases` splits each time into the prefill (compressor + the generator reading its prompt: timed with a
 one-token answer) and the decoding steps (the rest), which cost the same in both systems but for the length of
-the KV cache they attend to.
+the KV cache they attend to. It also measures how fast this machine reads memory (a sum over 1 GiB): a decoding
+step at batch 1 reads every weight once for one token, so weight bytes / bandwidth is its floor, and the best
+batch-1 speed-up any decoder could reach here is (full prefill + floor) / (compressed prefill + floor).
 """
 
 from __future__ import annotations
@@ -113,6 +115,19 @@ def seconds_per_query(fn, batch: int, device: torch.device, repeats: int) -> flo
     return (time.perf_counter() - start) / repeats / batch
 
 
+def read_bandwidth(device: torch.device, gib: float = 1.0, repeats: int = 5) -> float:
+    """Bytes per second this device reads: the best of `repeats` sums over a `gib` GiB array."""
+    x = torch.ones(int(gib * 2**30) // 4, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        x.sum().item()
+        best = min(best, time.perf_counter() - start)
+    return x.numel() * 4 / best
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
@@ -152,6 +167,9 @@ def main(argv=None):
     print(f"{'docs':>4} {'layers':>6} {'batch':>5} {'full':>9} {'comp':>9} {'speed-up':>8}"
           + (f" {'full prefill/decode':>20} {'comp prefill/decode':>20}" if args.phases else ""))
     one_token = argparse.Namespace(**{**vars(args), "answer_tokens": 1})
+    if args.phases:
+        bandwidth = read_bandwidth(device)
+        print(f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s")
     for n in args.compressor_layers:
         generator, compressor = build(config, n, device, dtype)
         for k in args.docs:
@@ -167,6 +185,13 @@ def main(argv=None):
                     p_full, p_comp = time_both(one_token)
                     line += (f" {f'{p_full * 1e3:.1f} / {(t_full - p_full) * 1e3:.1f}':>20}"
                              f" {f'{p_comp * 1e3:.1f} / {(t_comp - p_comp) * 1e3:.1f}':>20}")
+                    if b == 1:  # the decoding steps' floor: every weight read once per token
+                        weights = sum(p.numel() * p.element_size() for p in generator.parameters())
+                        steps = args.answer_tokens - 1
+                        floor = steps * weights / bandwidth
+                        line += (f"\n      batch 1: decoding {(t_comp - p_comp) / steps * 1e3:.1f} ms/step, floor "
+                                 f"{floor / steps * 1e3:.1f} ({weights / 2**20:.0f} MiB of weights); speed-up bound "
+                                 f"{(p_full + floor) / (p_comp + floor):.2f}")
                 print(line, flush=True)
 
 
