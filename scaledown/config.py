@@ -191,6 +191,10 @@ class DataConfig:
     """Documents read per query in evaluation (the paper evaluates with 10)."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
+    group_by_length: bool = False
+    """Batch records of similar length together (as transformers' `group_by_length`): runs of 50 global batches
+    are sorted by query + answer length and their batches shuffled, so micro-batches pad less. Off: the paper's
+    uniformly random batches (scaledown/data/sampler.py)."""
     memory_cache: str = ""
     """Two-stage training (small GPUs): a folder of memory embeddings that `scaledown cache` (stage 1) wrote with
     the frozen compressor; training then reads them and never runs the compressor, which does not train

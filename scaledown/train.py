@@ -24,7 +24,7 @@ from scaledown.checkpoint import Checkpointer, resolve_resume, resume_changes
 from scaledown.config import Config, ConfigError
 from scaledown.data.memory_cache import CachedMemory, compressor_fingerprint
 from scaledown.data.sampler import ShardedSampler
-from scaledown.data.mapped import open_records
+from scaledown.data.mapped import open_records, text_lengths
 from scaledown.build.pretraining import pretraining_records
 from scaledown.data.schema import load_records
 from scaledown.engine import make_engine
@@ -353,7 +353,7 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
     # weights they both hold (LoRA's unsplit factor, norms) would drift apart.
     torch.manual_seed(cfg.train.seed + engine.dp_rank)
     sampler = ShardedSampler(len(records), cfg.train.global_batch_size, engine.dp_rank, engine.dp_size,
-                             cfg.train.seed)
+                             cfg.train.seed, text_lengths(records) if cfg.data.group_by_length else None)
     checkpointer = Checkpointer(engine, out_dir / "checkpoints", cfg.train.save_every, cfg.train.keep_last)
     step = 0
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints", engine, cfg.train.verify_checksums)

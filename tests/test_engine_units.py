@@ -83,6 +83,32 @@ def test_sampler_global_batches_do_not_depend_on_world_size():
         ShardedSampler(4, 8, 0, 1)
 
 
+def test_length_grouped_batches_pad_less_and_keep_the_sampler_contract():
+    """data.group_by_length: every record once per epoch, the same global batches on 1 and 2 ranks, a resume
+    continues the same order, and micro-batches hold similar lengths (less padding than random batches)."""
+    lengths = [int(x) for x in torch.randint(10, 400, (1000,), generator=torch.Generator().manual_seed(0))]
+    one = list(ShardedSampler(1000, 8, 0, 1, seed=3, lengths=lengths))
+    two = [list(ShardedSampler(1000, 8, r, 2, seed=3, lengths=lengths)) for r in range(2)]
+    assert sorted(one) == sorted(two[0] + two[1]) and len(set(one)) == 1000
+    for step in range(125):
+        halves = two[0][step * 4:(step + 1) * 4] + two[1][step * 4:(step + 1) * 4]
+        assert set(one[step * 8:(step + 1) * 8]) == set(halves)
+    resumed = ShardedSampler(1000, 8, 1, 2, seed=3, lengths=lengths)
+    resumed.set_position(0, 100)
+    assert list(resumed) == two[1][100:]
+
+    def padding(order):  # padded positions of micro-batches of 4 rows, each padded to its longest
+        return sum(4 * max(lengths[i] for i in order[j:j + 4]) - sum(lengths[i] for i in order[j:j + 4])
+                   for j in range(0, len(order), 4))
+
+    random_order = list(ShardedSampler(1000, 8, 0, 1, seed=3))
+    assert padding(one) < 0.1 * padding(random_order)
+    longest = [max(lengths[i] for i in one[j:j + 8]) for j in range(0, 400, 8)]  # the first 50 global batches
+    assert longest != sorted(longest, reverse=True)  # in a random order, not longest first
+    with pytest.raises(ValueError, match="999 lengths for 1000 records"):
+        ShardedSampler(1000, 8, 0, 1, lengths=lengths[:-1])
+
+
 def test_resume_ignores_torn_checkpoints(tmp_path):
     from scaledown.checkpoint import write_manifest
     from scaledown.engine.plain import TorchEngine

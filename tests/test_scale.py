@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from launch import ROOT, cpu_env, make_run_inputs
-from scaledown.data.mapped import MappedRecords, cache_path, open_records
+from scaledown.data.mapped import MappedRecords, cache_path, open_records, text_lengths
 from scaledown.data.schema import DataError, load_records, write_jsonl
 from scaledown.build.synthetic import make_records
 
@@ -30,6 +30,7 @@ def test_arrow_training_set_gives_the_same_batches_as_jsonl(tmp_path):
     listed = load_records(tmp_path / "train.jsonl")
     mapped = open_records(tmp_path / "train.jsonl")
     assert len(mapped) == 24 and [mapped[i] for i in range(24)] == listed
+    assert text_lengths(mapped) == text_lengths(listed) == [len(r.query) + len(r.answer) for r in listed]
     gen = make_tiny_generator(tmp_path / "gen", hidden_size=32, num_layers=2, intermediate_size=64)
     model = ScaleDownModel.build(ModelConfig(generator=str(gen), compressor_layers=1, dtype="float32",
                                              rerank=True, max_doc_tokens=24))
