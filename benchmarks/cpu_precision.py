@@ -13,7 +13,8 @@ every frozen weight re-cast each step), `mixed` (frozen weights stored in bf16, 
 bf16 autocast: model.trainable_dtype), `mixed-fp32attn` (the same with attention in fp32:
 attn_implementation sdpa_fp32), `bf16` (everything bf16, AdamW on bf16 weights), and the cheaper step on top of the
 fastest precision: `autocast-added` (autocast, and only the memory tokens' rows of the compressor's embedding table
-train: model.compressor_embeddings=added; the other 49k rows get no gradient and no AdamW state).
+train: model.compressor_embeddings=added; the other 49k rows get no gradient and no AdamW state) and `fp32-added`
+(the same in fp32: for CPUs without native bf16, AVX2-only ones, where bf16 runs ~20x slower than fp32).
 
     python benchmarks/cpu_precision.py --steps 60 --variants fp32 autocast autocast-added   # parity + speed
 """
@@ -35,6 +36,7 @@ import torch  # noqa: E402
 from scaledown.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from scaledown.data.schema import Record  # noqa: E402
 from scaledown.build.synthetic import make_records  # noqa: E402
+from scaledown.engine.base import cpu_fast_dtype, cpu_has_native_bf16  # noqa: E402
 from scaledown.metrics import FlopModel, batch_flop_inputs, cpu_peak_tflops  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
 from scaledown.train import lr_schedule  # noqa: E402
@@ -46,6 +48,7 @@ VARIANTS = {  # model.dtype, model.trainable_dtype, autocast, attention, model.c
     "mixed-fp32attn": ("bfloat16", "float32", torch.bfloat16, "sdpa_fp32", "all"),
     "bf16": ("bfloat16", "", None, "sdpa", "all"),
     "autocast-added": ("float32", "", torch.bfloat16, "sdpa", "added"),
+    "fp32-added": ("float32", "", None, "sdpa", "added"),
 }
 
 
@@ -127,8 +130,9 @@ def main():
                       "mfu": tflops / max(peak, peak_after), "max_loss_gap_vs_fp32": gap,
                       "final_loss": statistics.mean(run["losses"][-5:])}
     print(f"shape {args.shape}, micro-batch {args.micro_batch}, {args.steps} timed steps per variant (median), "
-          f"bf16 peak probe {peak:.2f} / {peak_after:.2f} TFLOP/s (before / after), threads "
-          f"{torch.get_num_threads()}")
+          f"{str(cpu_fast_dtype()).removeprefix('torch.')} peak probe {peak:.2f} / {peak_after:.2f} TFLOP/s (before /"
+          f" after), threads {torch.get_num_threads()}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16 {cpu_has_native_bf16()}")
     print(f"{'variant':<15}{'s/step':>8}{'samples/s':>10}{'vs fp32':>8}{'TFLOP/s':>9}{'MFU':>7}{'loss gap':>9}"
           f"{'last5 loss':>11}")
     for name, r in rows.items():

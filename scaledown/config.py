@@ -339,7 +339,9 @@ class EngineConfig:
     """Neuron with tensor parallelism: processes per node that build (and hold) the dense model at a time."""
     autocast: str = ""
     """`bfloat16`: forward passes under `torch.autocast` with fp32 weights (the Trainium recipe: model.dtype
-    float32). Not with deepspeed, whose JSON sets the precision."""
+    float32). `auto`: bfloat16 where the device multiplies bf16 fast (a GPU with bf16, Trainium, a CPU with
+    AVX512-BF16 or AMX), off elsewhere (an AVX2-only CPU runs bf16 ~20x slower than fp32). Not with deepspeed,
+    whose JSON sets the precision."""
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -347,8 +349,8 @@ class EngineConfig:
         if self.tensor_parallel_size < 1 or self.build_concurrency < 1:
             raise ConfigError(f"engine.tensor_parallel_size={self.tensor_parallel_size}, engine.build_concurrency="
                               f"{self.build_concurrency}: both must be >= 1")
-        if self.autocast not in ("", "bfloat16", "float16"):
-            raise ConfigError(f"engine.autocast={self.autocast!r}: expected bfloat16, float16 or empty (off)")
+        if self.autocast not in ("", "auto", "bfloat16", "float16"):
+            raise ConfigError(f"engine.autocast={self.autocast!r}: expected auto, bfloat16, float16 or empty (off)")
         if self.autocast and self.backend == "deepspeed":
             raise ConfigError("engine.autocast is for the torch and neuron engines: DeepSpeed takes its precision "
                               f"from its JSON ({self.deepspeed_config}: bf16.enabled)")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from scaledown.data.collate import label_window
+from scaledown.engine.base import cpu_fast_dtype
 
 # Dense bf16 peak per device, TFLOP/s.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -100,12 +101,14 @@ def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, 
     return (*out, head)
 
 
-def cpu_peak_tflops(size: int = 2048, repeats: int = 4) -> float:
-    """This CPU's bf16 matrix-product rate, measured now (a few products of size^3; AMX CPUs reach several
-    TFLOP/s): the peak that CPU MFU is reported against. Measured under whatever else runs on the machine."""
+def cpu_peak_tflops(size: int = 2048, repeats: int = 4, dtype: torch.dtype | None = None) -> float:
+    """This CPU's matrix-product rate in its fastest dtype (`cpu_fast_dtype`), measured now (a few products of
+    size^3; AMX CPUs reach several TFLOP/s in bf16): the peak that CPU MFU is reported against. Measured under
+    whatever else runs on the machine."""
+    dtype = dtype or cpu_fast_dtype()
     rng = torch.Generator().manual_seed(0)  # its own: drawing from the global RNG would break exact resumes
-    a = torch.randn(size, size, generator=rng).to(torch.bfloat16)
-    b = torch.randn(size, size, generator=rng).to(torch.bfloat16)
+    a = torch.randn(size, size, generator=rng).to(dtype)
+    b = torch.randn(size, size, generator=rng).to(dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -117,7 +120,7 @@ def cpu_peak_tflops(size: int = 2048, repeats: int = 4) -> float:
 
 def device_peak_tflops(device: torch.device, override: float = 0.0) -> float:
     """Peak dense bf16 TFLOP/s of one device: known GPUs' datasheet, a Trainium NeuronCore's, a CPU's measured
-    by a bf16 matrix-product probe (0 when unknown: MFU is then not reported)."""
+    by a matrix-product probe in its fastest dtype (0 when unknown: MFU is then not reported)."""
     if override:
         return override
     if device.type == "cuda":
