@@ -74,7 +74,10 @@ def score_systems(export: Path, data: Path, cfg, limit: int) -> dict[str, dict[s
     model = ScaleDownModel.from_pretrained(export).eval()
     batch, n, k = cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens, cfg.data.eval_num_documents
     out = {}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.engine.autocast)):
+    from scaledown.engine.base import autocast_dtype
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(autocast_dtype(cfg.engine.autocast,
+                                                                                  torch.device("cpu")))):
         for name, answers in (("compressed", lambda: generate_answers(model, records, batch, n, k)),
                               ("uncompressed", lambda: generate_uncompressed(model, records, batch, n, k)),
                               ("no_documents", lambda: generate_uncompressed(model, records, batch, n, 0))):

@@ -59,7 +59,7 @@ def test_trn1_recipe_resolves_on_four_nodes():
 @pytest.mark.parametrize("overrides, needle", [
     (["--engine.autocast=bfloat16"], "DeepSpeed takes its precision"),
     (["--engine.backend=torch", "--engine.tensor_parallel_size=2"], "neuron backend only"),
-    (["--engine.backend=torch", "--engine.autocast=fp8"], "expected bfloat16"),
+    (["--engine.backend=torch", "--engine.autocast=fp8"], "expected auto, bfloat16"),
 ])
 def test_engine_settings_refused(overrides, needle):
     from scaledown.config import load_config
