@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from scaledown.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from scaledown.data.schema import Record  # noqa: E402
 from scaledown.build.synthetic import make_records  # noqa: E402
-from scaledown.engine.base import cpu_fast_dtype, cpu_has_native_bf16  # noqa: E402
+from scaledown.hardware import cpu_fast_dtype, cpu_has_native_bf16  # noqa: E402
 from scaledown.metrics import FlopModel, batch_flop_inputs, cpu_peak_tflops  # noqa: E402
 from scaledown.models.model import ScaleDownModel  # noqa: E402
 from scaledown.train import lr_schedule  # noqa: E402
@@ -140,6 +140,8 @@ def main():
         gap = f"{r['max_loss_gap_vs_fp32']:.3f}" if r["max_loss_gap_vs_fp32"] is not None else "-"
         print(f"{name:<15}{r['s_per_step']:>8.3f}{r['samples_per_s']:>10.2f}{speedup:>7.2f}x{r['tflops']:>9.3f}"
               f"{100 * r['mfu']:>6.1f}%{gap:>9}{r['final_loss']:>11.3f}")
+    if any(name.endswith("-added") for name in rows):
+        print("(the -added variants train other weights than fp32: their loss gap is the recipe's, not precision's)")
     # The curves in windows of 10 steps: bf16 rounding shows as step-to-step noise, a real drift as a trend.
     windows = range(0, args.steps + args.warmup, 10)
     print("mean loss per 10 steps: " + " ".join(f"{w:>6}" for w in windows))

@@ -185,7 +185,7 @@ def main(argv=None):
                     p_full, p_comp = time_both(one_token)
                     line += (f" {f'{p_full * 1e3:.1f} / {(t_full - p_full) * 1e3:.1f}':>20}"
                              f" {f'{p_comp * 1e3:.1f} / {(t_comp - p_comp) * 1e3:.1f}':>20}")
-                    if b == 1:  # the decoding steps' floor: every weight read once per token
+                    if b == 1 and args.answer_tokens > 1:  # decoding's floor: every weight read once a token
                         weights = sum(p.numel() * p.element_size() for p in generator.parameters())
                         steps = args.answer_tokens - 1
                         floor = steps * weights / bandwidth

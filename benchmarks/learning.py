@@ -67,15 +67,14 @@ def score_systems(export: Path, data: Path, cfg, limit: int) -> dict[str, dict[s
     import torch
 
     from scaledown.data.schema import load_records
-    from scaledown.eval import generate_answers, generate_uncompressed, score_records, summarize
+    from scaledown.eval import generate_answers
+    from scaledown.hardware import autocast_dtype, generate_uncompressed, score_records, summarize
     from scaledown.models.model import ScaleDownModel
 
     records = load_records(data, require_answer=False)[:limit]
     model = ScaleDownModel.from_pretrained(export).eval()
     batch, n, k = cfg.train.micro_batch_size, cfg.train.max_eval_new_tokens, cfg.data.eval_num_documents
     out = {}
-    from scaledown.engine.base import autocast_dtype
-
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(autocast_dtype(cfg.engine.autocast,
                                                                                   torch.device("cpu")))):
         for name, answers in (("compressed", lambda: generate_answers(model, records, batch, n, k)),

@@ -1,5 +1,6 @@
 """Padding in training's micro-batches: the share of padded positions in the generator's and the compressor's rows
-over one epoch, with the paper's random batches and with data.group_by_length. Tokenization only, no model run.
+over one epoch, with the paper's random batches and with data.group_by_length. Tokenization only: the model is
+built for its collator, never run.
 
     python benchmarks/padding.py --data runs/quickstart/data/dataset.jsonl --generator .cache/presets/smollm2/generator
 """
@@ -13,10 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaledown.config import ModelConfig  # noqa: E402
-from scaledown.data.collate import Collator  # noqa: E402
 from scaledown.data.mapped import open_records, text_lengths  # noqa: E402
 from scaledown.data.sampler import ShardedSampler  # noqa: E402
-from scaledown.models.generator import load_tokenizer  # noqa: E402
+from scaledown.models.model import ScaleDownModel  # noqa: E402
 
 
 def padding_shares(records, collate, sampler, micro: int) -> dict[str, float]:
@@ -40,14 +40,8 @@ def main(argv=None):
     p.add_argument("--global-batch", type=int, default=64)
     args = p.parse_args(argv)
     records = open_records(args.data)
-    c = ModelConfig(generator=args.generator)
-    tokenizer = load_tokenizer(args.generator)
-    from scaledown.data.collate import memory_tokens
-
-    tokenizer.add_tokens(memory_tokens(c.num_memory_tokens) + ["<MEM>"], special_tokens=True)
-    collate = Collator(tokenizer, tokenizer, c.num_memory_tokens, c.max_doc_tokens, c.max_query_tokens,
-                       c.max_answer_tokens, c.system_prompt, c.user_template, c.doc_separator, c.compressor_template,
-                       args.num_documents, False, True)
+    # The model's own collator (its tokenizers and templates); the weights are loaded but never run.
+    collate = ScaleDownModel.build(ModelConfig(generator=args.generator, dtype="float32")).collator(args.num_documents)
     global_batch = min(args.global_batch, len(records) // args.micro_batch * args.micro_batch)
     samplers = {"random": ShardedSampler(len(records), global_batch, 0, 1),
                 "group_by_length": ShardedSampler(len(records), global_batch, 0, 1, lengths=text_lengths(records))}

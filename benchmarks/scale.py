@@ -378,7 +378,7 @@ def stage_approx(args) -> list[dict]:
             product, product_s = timed(lambda: [h for q in batches for h in product_search(index, q, args.k)])
             exact, exact_s = timed(lambda: [h for q in batches for h in index.search(q, args.k)])
             assert product == exact, "the gather and the sparse product disagree"
-            approx, build_s = timed(SeismicSearch, index, folder / "new" / "seismic.index")
+            approx, build_s = timed(SeismicSearch, index, folder / "new" / "seismic-raw.index")
             row = {"passages": n, "nnz_per_passage": info["nnz_per_passage"], "vectors": args.vectors,
                    "product_ms": 1e3 * product_s / n_q, "exact_ms": 1e3 * exact_s / n_q, "build_s": build_s,
                    "seismic": []}

@@ -27,17 +27,21 @@ PROFILE = ROOT / ".cache" / "splade_profile.npz"
 
 
 def fit_profile(path: Path = PROFILE, splade: Path | None = None, max_tokens: int = 128) -> dict[str, np.ndarray]:
-    """The profile of SPLADE-tiny's vectors on the embedded Wikipedia passages and FanOutQA questions (cached)."""
+    """The profile of SPLADE-tiny's (or `splade`'s) vectors on the embedded Wikipedia passages and FanOutQA
+    questions, cached at `path` with the model and passage length it was fit with (another pair refits)."""
+    from scaledown.models.presets import smollm2
+
+    source = str(Path(splade or smollm2()["splade"]).resolve())
     if path.exists():
         with np.load(path) as f:
-            return dict(f)
+            if "source" in f and str(f["source"]) == source and int(f["max_tokens"]) == max_tokens:
+                return dict(f)
     from scaledown.build.corpus import chunk_passages
     from scaledown.build.embedded import fanoutqa_questions, wikipedia_pages
     from scaledown.build.retrieval import load_sparse_encoder, to_csr
     from scaledown.data.schema import document_text
-    from scaledown.models.presets import smollm2
 
-    encoder = load_sparse_encoder(str(splade or smollm2()["splade"]), device="cpu")
+    encoder = load_sparse_encoder(source, device="cpu")
     pages = [(p["id"], p["title"], p["text"]) for p in wikipedia_pages()]
     passages = list(chunk_passages(pages, encoder.tokenizer, max_tokens))
     docs = to_csr(encoder.encode_document([document_text(p.as_document()) for p in passages], batch_size=64))
@@ -56,7 +60,7 @@ def fit_profile(path: Path = PROFILE, splade: Path | None = None, max_tokens: in
     std = np.sqrt(np.where(rare, logs.var(), np.maximum(var, 0.0)))
     profile = {"df": df, "log_mean": mean, "log_std": std, "nnz": np.diff(docs.indptr),
                "q_indptr": queries.indptr, "q_indices": queries.indices, "q_data": queries.data,
-               "passages": np.array(docs.shape[0])}
+               "passages": np.array(docs.shape[0]), "source": np.array(source), "max_tokens": np.array(max_tokens)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **profile)
@@ -89,7 +93,7 @@ def passage_rows(rows: int, profile: dict[str, np.ndarray], rng: np.random.Gener
     counts = np.maximum(np.rint(rng.choice(nnz, size=rows) * m / nnz.mean()).astype(np.int64), 1)
     terms = rng.choice(len(p), size=int(counts.sum()), p=p).astype(np.int32)
     row_of = np.repeat(np.arange(rows), counts)
-    # Sort by (row, term) and drop repeats within a row.
+    # A passage holds a term once: sort by (row, term) so repeats sit side by side, and keep the first.
     order = np.lexsort((terms, row_of))
     terms, row_of = terms[order], row_of[order]
     keep = np.ones(len(terms), dtype=bool)

@@ -10,6 +10,8 @@ leaves only a `*.tmp` folder, which is never loaded and is removed by the next s
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import re
@@ -143,7 +145,8 @@ class Checkpointer:
 
 
 # Settings that decide what a resumed run computes: a resume that changes one does not continue the same run.
-EXACTNESS = {"train": ("global_batch_size", "seed", "epochs", "max_steps"), "data": ("train_path", "num_documents"),
+EXACTNESS = {"train": ("global_batch_size", "seed", "epochs", "max_steps"),
+             "data": ("train_path", "num_documents", "group_by_length"),
              "optim": ("lr_generator", "lr_compressor", "warmup_ratio", "weight_decay", "betas",
                        "generator_frozen_steps")}
 
@@ -157,8 +160,10 @@ def resume_changes(folder: Path, config, num_records: int, data_fingerprint: str
     now = config.to_dict()
     changes = []
     for section, names in EXACTNESS.items():
+        # A setting newer than the checkpoint counts as its default there.
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(config, section))}
         for name in names:
-            old, new = saved.get(section, {}).get(name), now[section][name]
+            old, new = saved.get(section, {}).get(name, defaults[name]), now[section][name]
             if isinstance(new, tuple):
                 new = list(new)
             if old != new:

@@ -192,8 +192,8 @@ class DataConfig:
     num_workers: int = 0
     """DataLoader worker processes per rank."""
     group_by_length: bool = False
-    """Batch records of similar length together (as transformers' `group_by_length`): runs of 50 global batches
-    are sorted by query + answer length and their batches shuffled, so micro-batches pad less. Off: the paper's
+    """Batch records of similar length together (as transformers' `group_by_length`): runs of global batches are
+    sorted by query + answer length and their batches shuffled, so micro-batches pad less. Off: the paper's
     uniformly random batches (scaledown/data/sampler.py)."""
     memory_cache: str = ""
     """Two-stage training (small GPUs): a folder of memory embeddings that `scaledown cache` (stage 1) wrote with

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from scaledown.data.collate import label_window
-from scaledown.engine.base import cpu_fast_dtype
+from scaledown.hardware import cpu_fast_dtype
 
 # Dense bf16 peak per device, TFLOP/s.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}

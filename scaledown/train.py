@@ -28,7 +28,8 @@ from scaledown.data.mapped import open_records, text_lengths
 from scaledown.build.pretraining import pretraining_records
 from scaledown.data.schema import load_records
 from scaledown.engine import make_engine
-from scaledown.engine.base import Engine, ParamGroup, autocast_dtype, cpu_fast_dtype
+from scaledown.engine.base import Engine, ParamGroup
+from scaledown.hardware import autocast_dtype, cpu_fast_dtype
 from scaledown.eval import generate_answers, generate_uncompressed, references
 from scaledown.eval.evaluate import Ranks, evaluate
 from scaledown.metrics import FlopModel, Meter, Trackers, device_peak_tflops
@@ -384,12 +385,13 @@ def run(cfg: Config, engine: Engine, tb: Trackers, model=None, records=None, eva
                   engine.device)
     b = engine.batch
     autocast = autocast_dtype(cfg.engine.autocast, engine.device)  # `auto`: bf16 where this device is fast in it
+    precision = (f" under {autocast} autocast" if autocast else
+                 " without autocast (engine.autocast=auto: no fast bf16 on this device)" if cfg.engine.autocast else "")
     log.info("%d records, %d steps (%s), global batch %d = micro-batch %d x %d accumulation x %d data-parallel "
              "ranks; %s on %s, %s weights%s; %s", len(records), total_steps,
              f"resuming at step {step}" if step else f"{steps_per_epoch} per epoch", cfg.train.global_batch_size,
              cfg.train.micro_batch_size, b.accumulation, engine.dp_size, engine.name, engine.device,
-             cfg.model.dtype, f" under {autocast} autocast" if autocast else
-             " without autocast (engine.autocast=auto: no fast bf16 on this device)" if cfg.engine.autocast else "",
+             cfg.model.dtype, precision,
              f"{len(eval_records)} eval records" if eval_records else "no eval set")
     if engine.device.type == "cpu" and meter.peak:
         log.info("MFU on this CPU is against its %s matrix-product rate measured at start-up: %.3f TFLOP/s",

@@ -136,7 +136,7 @@ def test_approximate_search_backend_against_exact(setup, tmp_path):
     if not (exact_dir / "dataset.jsonl").exists():
         run_build(1, args_for(t, models, exact_dir))
     run_build(1, args_for(t, models, tmp_path / "approx", search="seismic", index=exact_dir / "index"))
-    assert (exact_dir / "index" / "seismic.index").exists()
+    assert (exact_dir / "index" / "seismic-raw.index").exists()
     exact = {r["id"]: r for r in map(json.loads, (exact_dir / "dataset.jsonl").read_text().splitlines())}
     approx = {r["id"]: r for r in map(json.loads, (tmp_path / "approx" / "dataset.jsonl").read_text().splitlines())}
     assert set(approx) == set(exact)

@@ -140,17 +140,17 @@ def test_autocast_runs_matmuls_in_the_named_dtype_and_is_off_by_default():
 def test_autocast_auto_picks_bf16_only_where_the_device_is_fast_in_it(monkeypatch):
     """engine.autocast=auto: bf16 on a CPU with native bf16 (AVX512-BF16, AMX), fp32 on an AVX2-only one, where
     torch's bf16 matrix products run ~20x slower; the CPU peak probe measures the same dtype."""
-    import scaledown.engine.base as base
+    import scaledown.hardware as hardware
     from scaledown.config import load_config
     from scaledown.engine.plain import TorchEngine
 
     cpu = torch.device("cpu")
     assert load_config(None, ["--engine.backend=torch", "--engine.autocast=auto"]).engine.autocast == "auto"
     for native, expected in ((True, "bfloat16"), (False, "")):
-        monkeypatch.setattr(base, "cpu_has_native_bf16", lambda native=native: native)
-        assert base.autocast_dtype("auto", cpu) == expected
-        assert base.cpu_fast_dtype() == (torch.bfloat16 if native else torch.float32)
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda native=native: native)
+        assert hardware.autocast_dtype("auto", cpu) == expected
+        assert hardware.cpu_fast_dtype() == (torch.bfloat16 if native else torch.float32)
         engine = TorchEngine(4, 4, autocast="auto")
         with engine.autocast():
             assert torch.is_autocast_enabled("cpu") == native
-    assert base.autocast_dtype("bfloat16", cpu) == "bfloat16" and base.autocast_dtype("", cpu) == ""
+    assert hardware.autocast_dtype("bfloat16", cpu) == "bfloat16" and hardware.autocast_dtype("", cpu) == ""

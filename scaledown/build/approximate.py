@@ -4,7 +4,7 @@
 
 Seismic prunes each posting list to its `n_postings` heaviest entries, clusters them into blocks with summary
 vectors, and skips blocks whose summary cannot beat the current top-k (`heap_factor`). Its index is built once from
-the index blocks (rank 0, saved as `seismic.index` next to them) and loaded by every rank: unlike the exact index it
+the index blocks (rank 0, saved as `seismic-raw.index` next to them) and loaded by every rank: unlike the exact index it
 lives in each rank's memory (Seismic has no memory-mapped form), so run one search rank per node, or few, with it.
 The raw index is used (term ids and passage rows as integers, no string maps): it is built from Seismic's binary
 input format, written block by block to a temporary file next to the index (8 bytes per non-zero) and removed.
@@ -32,7 +32,7 @@ def seismic_rows(matrix: sp.csr_matrix) -> np.ndarray:
     """Passage rows in Seismic's binary input format, as little-endian 32-bit words: per row its number of
     non-zeros, its term ids ascending, then their float32 weights (the file starts with the number of rows)."""
     matrix = matrix.tocsr(copy=True)
-    matrix.sort_indices()
+    matrix.sum_duplicates()  # Seismic needs each row's term ids strictly ascending
     lens = np.diff(matrix.indptr)
     out = np.empty(matrix.shape[0] + 2 * matrix.nnz, dtype="<u4")
     starts = np.arange(matrix.shape[0]) + 2 * matrix.indptr[:-1]
@@ -54,16 +54,16 @@ class SeismicSearch:
             if not build:
                 raise FileNotFoundError(f"{self.path}: no Seismic index (rank 0 builds it)")
             rows = self.path.with_name(self.path.name + ".input.tmp")
-            with open(rows, "wb") as f:
-                np.array([len(index)], dtype="<u4").tofile(f)
-                for inverted in index.matrices:  # one block at a time: passages x terms
-                    seismic_rows(sp.csr_matrix(inverted).T).tofile(f)
             try:
+                with open(rows, "wb") as f:
+                    np.array([len(index)], dtype="<u4").tofile(f)
+                    for inverted in index.matrices:  # one block at a time: passages x terms
+                        seismic_rows(sp.csr_matrix(inverted).T).tofile(f)
                 built = seismic.SeismicIndexRaw.build(str(rows), n_postings=n_postings,
                                                       centroid_fraction=centroid_fraction,
                                                       summary_energy=summary_energy)
             finally:
-                rows.unlink()
+                rows.unlink(missing_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
             built.save(str(tmp))
             saved = Path(str(tmp) + ".index.seismic") if not tmp.exists() else tmp  # save() may add a suffix
@@ -71,7 +71,8 @@ class SeismicSearch:
         self.index = seismic.SeismicIndexRaw.load(str(self.path))
 
     def search(self, queries: sp.csr_matrix, k: int) -> list[list[tuple[int, float]]]:
-        queries = queries.tocsr()
+        queries = queries.tocsr(copy=True)
+        queries.sum_duplicates()  # Seismic refuses unsorted term ids and miscounts repeated ones
         results = []
         for i in range(queries.shape[0]):
             lo, hi = queries.indptr[i], queries.indptr[i + 1]

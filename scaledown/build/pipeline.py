@@ -311,9 +311,9 @@ def build(args) -> dict | None:
         from scaledown.build.approximate import SeismicSearch
 
         if rank == 0:
-            SeismicSearch(index, index_dir / "seismic.index")
+            SeismicSearch(index, index_dir / "seismic-raw.index")
         barrier()
-        searcher = SeismicSearch(index, index_dir / "seismic.index", build=False)
+        searcher = SeismicSearch(index, index_dir / "seismic-raw.index", build=False)
     if args.queries:
         queries = read_queries(args.queries, problems, args.queries_format, args.split)
     else:

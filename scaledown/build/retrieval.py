@@ -208,9 +208,12 @@ class SparseIndex:
 
         One query at a time: its terms' posting lists gathered from each block and summed into a dense score
         vector (float32, terms in the query's order: the same bits as the sparse x sparse product Q @ D_b^T, which
-        builds a hash of every candidate and was 1.3-1.6x slower at 100k-1M passages)."""
+        builds a hash of every candidate: 2.3x slower at 100k and 3.4x at 1M SPLADE-fit passages, 1.9x at 400k
+        Zipf ones; benchmarks/scale.py --stage approx)."""
         queries = queries.tocsr()
-        blocks = range(len(self.matrices)) if blocks is None else blocks
+        if queries.shape[1] != self.vocab_size:
+            raise ValueError(f"query vectors of width {queries.shape[1]} for an index of {self.vocab_size} terms")
+        blocks = range(len(self.matrices)) if blocks is None else list(blocks)  # read once per query
         results = []
         for i in range(queries.shape[0]):
             lo, hi = queries.indptr[i], queries.indptr[i + 1]

@@ -22,33 +22,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from scaledown.hardware import autocast_dtype
+
 
 class BatchSizeError(ValueError):
     """global batch != micro batch x gradient accumulation x data-parallel size."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX). Without either (an AVX2-only
-    CPU) torch runs bf16 products in a reference loop, ~20x slower than fp32 (measured: a SmolLM2 training step
-    155-183 s under bf16 autocast against 8 s in fp32 on an AVX2 EPYC)."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
-def cpu_fast_dtype() -> torch.dtype:
-    """The dtype this CPU multiplies matrices fastest in: bf16 with native bf16, else fp32."""
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-
-
-def autocast_dtype(setting: str, device: torch.device) -> str:
-    """engine.autocast resolved on `device`: `auto` is bfloat16 where bf16 matrix products are fast (CUDA with
-    bf16, XLA, a CPU with native bf16) and off elsewhere (fp32); any other setting stays as given."""
-    if setting != "auto":
-        return setting
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else ""
-    if device.type == "cpu":
-        return "bfloat16" if cpu_has_native_bf16() else ""
-    return "bfloat16" if device.type == "xla" else ""
 
 
 @dataclass
@@ -99,7 +77,7 @@ class Engine(ABC):
     def __init__(self, global_batch_size: int, micro_batch_size: int, autocast: str = ""):
         self.global_batch_size = global_batch_size
         self.micro_batch_size = micro_batch_size
-        self.autocast_dtype = autocast
+        self.autocast_setting = autocast  # engine.autocast: a dtype name, `auto` or empty
         self.batch: BatchPlan | None = None  # set by setup(), once the data-parallel size is known
         self.model: nn.Module | None = None
         self._micro = 0
@@ -196,8 +174,8 @@ class Engine(ABC):
 
     def autocast(self):
         """Context for forward passes: `torch.autocast` on this device when `engine.autocast` names a dtype
-        (`auto` resolved for this device: scaledown.metrics.autocast_dtype)."""
-        dtype = autocast_dtype(self.autocast_dtype, self.device)
+        (`auto` resolved for this device: scaledown.hardware.autocast_dtype)."""
+        dtype = autocast_dtype(self.autocast_setting, self.device)
         if not dtype:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
