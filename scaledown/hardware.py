@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
+@functools.cache  # a fact of the machine, asked at every forward pass under engine.autocast=auto
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX). Without either (an AVX2-only
     CPU) torch runs bf16 products in a reference loop, ~20x slower than fp32 (measured: a SmolLM2 training step

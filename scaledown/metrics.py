@@ -101,11 +101,11 @@ def batch_flop_inputs(batch: dict[str, torch.Tensor]) -> tuple[int, float, int, 
     return (*out, head)
 
 
-def cpu_peak_tflops(size: int = 2048, repeats: int = 4, dtype: torch.dtype | None = None) -> float:
+def cpu_peak_tflops(size: int = 2048, repeats: int = 4) -> float:
     """This CPU's matrix-product rate in its fastest dtype (`cpu_fast_dtype`), measured now (a few products of
     size^3; AMX CPUs reach several TFLOP/s in bf16): the peak that CPU MFU is reported against. Measured under
     whatever else runs on the machine."""
-    dtype = dtype or cpu_fast_dtype()
+    dtype = cpu_fast_dtype()
     rng = torch.Generator().manual_seed(0)  # its own: drawing from the global RNG would break exact resumes
     a = torch.randn(size, size, generator=rng).to(dtype)
     b = torch.randn(size, size, generator=rng).to(dtype)

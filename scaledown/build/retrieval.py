@@ -228,11 +228,8 @@ class SparseIndex:
 def dense_top_k(scores: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """top_k of one block's dense score vector (rows counted from `offset`): a partition finds the k-th best, and
     only rows scoring at least that (and above 0) are sorted."""
-    if len(scores) > k:
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        rows = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
-    else:
-        rows = np.flatnonzero(scores > 0)
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k] if len(scores) > k else 0.0
+    rows = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
     return top_k(rows.astype(np.int64) + offset, scores[rows], k)
 
 
