@@ -93,13 +93,16 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def flops_per_query(arch: str, k: int, compressor_layers: int, args) -> tuple[float, float]:
-    """(uncompressed, compressed) FLOPs for one query (batch 1)."""
+def flops_per_query(arch: str, k: int, compressor_layers: list[int], args) -> tuple[float, list[float]]:
+    """FLOPs for one query (batch 1): uncompressed, and compressed with each number of compressor layers."""
     config = ARCHS[arch]()
-    generator, compressor = build(config, compressor_layers, "meta", torch.bfloat16)
+    generator, _ = build(config, 1, "meta", torch.bfloat16)
     full = count_flops(lambda: uncompressed(generator, config, 1, k, args))
-    comp = count_flops(lambda: compressed(generator, compressor, config, 1, k, args))
-    return float(full), float(comp)
+    comps = []
+    for n in compressor_layers:
+        generator, compressor = build(config, n, "meta", torch.bfloat16)
+        comps.append(float(count_flops(lambda: compressed(generator, compressor, config, 1, k, args))))
+    return float(full), comps
 
 
 def seconds_per_query(fn, batch: int, device: torch.device, repeats: int) -> float:
@@ -155,8 +158,8 @@ def main(argv=None):
           f"{args.answer_tokens}-token answers")
     print(f"{'docs':>4} {'layers':>6} {'TFLOPs full':>12} {'TFLOPs comp':>12} {'ratio':>6}")
     for k in args.docs:
-        for n in args.compressor_layers:
-            full, comp = flops_per_query(args.arch, k, n, args)
+        full, comps = flops_per_query(args.arch, k, args.compressor_layers, args)
+        for n, comp in zip(args.compressor_layers, comps):
             print(f"{k:>4} {n:>6} {full / 1e12:>12.3f} {comp / 1e12:>12.3f} {full / comp:>6.2f}")
     if args.flops_only:
         return

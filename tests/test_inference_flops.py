@@ -17,8 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_mistral_7b_flops_ratio_matches_the_paper():
     args = inference.parser().parse_args([])
-    full, comp8 = inference.flops_per_query("mistral-7b", 10, 8, args)
-    _, comp5 = inference.flops_per_query("mistral-7b", 10, 5, args)
+    full, (comp8, comp5) = inference.flops_per_query("mistral-7b", 10, [8, 5], args)
     assert full / 1e12 == pytest.approx(20.33, rel=0.05)
     assert full / comp8 == pytest.approx(20.33 / 8.36, rel=0.15)
     assert full / comp5 == pytest.approx(20.33 / 6.53, rel=0.15)

@@ -123,12 +123,13 @@ def test_usr1_before_the_time_limit_checkpoints_and_the_requeued_job_resumes(slu
 
     args = make_run_inputs(tmp_path)
     out, log = tmp_path / "run", tmp_path / "job.out"
+    steps = 200  # about 40 s of training here; the stop comes a few seconds in
     env = cpu_env(SLURM_CONF=slurm, GPUS_PER_NODE="1", PYTHON=str(Path(os.sys.executable)))
     submit = subprocess.run(
         ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", "--open-mode=append",
          f"--output={log}", str(ROOT / "slurm" / "train_gpu.sh"), *args, f"--train.output_dir={out}",
-         "--train.max_steps=400", "--train.global_batch_size=4", "--train.micro_batch_size=2", "--train.save_every=0",
-         "--train.log_every=1", "--data.eval_path="],
+         f"--train.max_steps={steps}", "--train.global_batch_size=4", "--train.micro_batch_size=2",
+         "--train.save_every=0", "--train.log_every=1", "--data.eval_path="],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
@@ -140,11 +141,12 @@ def test_usr1_before_the_time_limit_checkpoints_and_the_requeued_job_resumes(slu
     while time.time() < deadline and not (out / "train_result.json").exists():
         time.sleep(3)
     text = log.read_text(errors="replace")
-    assert (out / "train_result.json").exists(), text[-5000:]
+    shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True, timeout=60)
+    assert (out / "train_result.json").exists(), text[-5000:] + shown.stdout
     assert "USR1 from Slurm" in text and f"requeueing job {job}" in text, text[-5000:]
     result = json.loads((out / "train_result.json").read_text())
     stopped = result["history"][0]["step"] - 1  # the requeued run resumed after the stop, it did not start over
-    assert 0 < stopped < 400 and result["steps"] == 400
+    assert 0 < stopped < steps and result["steps"] == steps
     assert (out / "checkpoints" / f"step-{stopped:06d}").is_dir()  # the stop's own checkpoint
     curve = [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()]
-    assert curve == list(range(1, 401))  # both segments, for the report
+    assert curve == list(range(1, steps + 1))  # both segments, for the report

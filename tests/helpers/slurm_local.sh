@@ -42,6 +42,8 @@ SlurmdUser=root
 SlurmctldPort=${SLURMCTLD_PORT:-6917}
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job waits a credential lifetime before it may start again (120 s by default).
+AuthInfo=cred_expire=20
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pid
