@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one command: about 6 minutes on one H100/H200, no network.
+# Everything that needs a GPU, in one command: about 7 minutes on one H100/H200, no network.
 #   1. training throughput and MFU at the Mistral-7B shape (random weights, bf16, ZeRO-2, 5 documents of 128
 #      tokens), 8- and 5-layer compressors, micro-batches 1-8 (benchmarks/train_throughput.py);
 #   2. inference ms/query, compressed vs documents as text, batch 1/16/64, 10 documents (benchmarks/inference.py;
 #      the paper's Table 5);
-#   3. the GPU tests (pytest -m gpu).
+#   3. the same at batch 1 with the decoding step compiled (static KV cache, CUDA graphs; 8-layer compressor):
+#      the eager batch-1 decoding is launch-bound;
+#   4. the GPU tests (pytest -m gpu).
 # Each step has its own time limit and the next runs whatever the last did; every output lands in OUT_DIR
 # (default runs/gpu; $OUT when set): one log per step and results.md, the figures for benchmarks/RESULTS.md.
 #
@@ -73,13 +75,17 @@ step train 240 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
 # shellcheck disable=SC2086
 step inference 150 "$PY" $HERE/inference.py --arch $ARCH --device "$([ $DRY = 1 ] && echo cpu || echo cuda)" \
     --dtype $DTYPE --docs $DOCS --compressor-layers $LAYERS --batch-sizes $BATCHES --repeats 3
+# shellcheck disable=SC2086
+step inference_compiled 120 "$PY" $HERE/inference.py --arch $ARCH \
+    --device "$([ $DRY = 1 ] && echo cpu || echo cuda)" --dtype $DTYPE --docs $DOCS --compressor-layers ${LAYERS%% *} \
+    --batch-sizes 1 --repeats 3 --decoder compiled --phases
 step gpu_tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_paper_protocol.py tests/test_gpu.py
 
 {
     echo "# benchmarks/gpu.sh, $(date -u +%Y-%m-%d) on $(cat "$OUT_DIR/device.txt")"
     echo
     echo "exit codes: $(tr '\n' ' ' < "$OUT_DIR/rc.txt")"
-    for name in train inference gpu_tests; do
+    for name in train inference inference_compiled gpu_tests; do
         echo
         echo "## $name"
         echo '```'

@@ -12,12 +12,18 @@ wall-clock uses random weights (speed does not need trained ones).
     python benchmarks/inference.py --arch mistral-7b --flops-only          # the paper's shape, FLOPs
     python benchmarks/inference.py --arch mistral-7b --device cuda --dtype bfloat16 --batch-sizes 1 16 64 256
     python benchmarks/inference.py --arch smollm2 --docs 10 --compressor-layers 8 --phases   # CPU, paper shape
+    python benchmarks/inference.py --arch smollm2 --docs 10 --decoder compiled --batch-sizes 1  # compiled decoding
 
 `--phases` splits each time into the prefill (compressor + the generator reading its prompt: timed with a
 one-token answer) and the decoding steps (the rest), which cost the same in both systems but for the length of
 the KV cache they attend to. It also measures how fast this machine reads memory (a sum over 1 GiB): a decoding
 step at batch 1 reads every weight once for one token, so weight bytes / bandwidth is its floor, and the best
 batch-1 speed-up any decoder could reach here is (full prefill + floor) / (compressed prefill + floor).
+
+`--decoder eager` (the default) runs the decoding steps as plain forward passes with a DynamicCache. `--decoder
+compiled` decodes through Hugging Face's `generate` with a static KV cache and its single-token step compiled by
+`torch.compile` (CUDA graphs on a GPU: mode reduce-overhead), what serving code does against per-step overhead.
+The first two calls per batch size and prompt length compile (their time is printed) and are left out of the timing.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig, MistralConfig
+from transformers import AutoModelForCausalLM, CompileConfig, DynamicCache, LlamaConfig, MistralConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scaledown.models.compressor import NLayersCompressor  # noqa: E402
@@ -60,10 +66,29 @@ def decode(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32)
     return out
 
 
+def decode_compiled(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32):
+    """The same greedy decoding through `generate`: a static KV cache, the single-token step compiled."""
+    prompt = prompt_ids if prompt_ids is not None else prompt_embeds
+    cuda = prompt.device.type == "cuda"
+    compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead" if cuda else "default")
+    compile_config._compile_all_devices = True  # generate compiles only on accelerators unless told otherwise
+    return model.generate(input_ids=prompt_ids, inputs_embeds=prompt_embeds,
+                          attention_mask=torch.ones(prompt.shape[:2], dtype=torch.long, device=prompt.device),
+                          max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, do_sample=False,
+                          pad_token_id=0, cache_implementation="static", compile_config=compile_config)
+
+
+def run_decoder(model, config, args, **prompt):
+    meta = next(model.parameters()).device.type == "meta"  # FLOP counting: the plain loop
+    if args.decoder == "compiled" and not meta and args.answer_tokens > 1:
+        return decode_compiled(model, config, answer_tokens=args.answer_tokens, **prompt)
+    return decode(model, config, answer_tokens=args.answer_tokens, **prompt)
+
+
 def uncompressed(generator, config, batch, k, args):
     length = args.prompt_tokens + args.query_tokens + k * args.doc_tokens
     ids = torch.zeros(batch, length, dtype=torch.long, device=next(generator.parameters()).device)
-    decode(generator, config, prompt_ids=ids, answer_tokens=args.answer_tokens)
+    run_decoder(generator, config, args, prompt_ids=ids)
 
 
 def compressed(generator, compressor, config, batch, k, args):
@@ -77,7 +102,7 @@ def compressed(generator, compressor, config, batch, k, args):
     prompt = generator.get_input_embeddings()(
         torch.zeros(batch, args.prompt_tokens + args.query_tokens, dtype=torch.long, device=device))
     embeds = torch.cat([memory.reshape(batch, -1, memory.shape[-1]), prompt], dim=1)
-    decode(generator, config, prompt_embeds=embeds, answer_tokens=args.answer_tokens)
+    run_decoder(generator, config, args, prompt_embeds=embeds)
 
 
 def build(config, compressor_layers, device, dtype):
@@ -105,11 +130,16 @@ def flops_per_query(arch: str, k: int, compressor_layers: list[int], args) -> tu
     return float(full), comps
 
 
-def seconds_per_query(fn, batch: int, device: torch.device, repeats: int) -> float:
+def seconds_per_query(fn, batch: int, device: torch.device, repeats: int, name: str = "",
+                      report_warmup: bool = False) -> float:
     with torch.no_grad():
-        fn()  # warm-up
+        start = time.perf_counter()
+        for _ in range(2 if report_warmup else 1):  # warm-up; compiled: the second call specializes once more
+            fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if report_warmup:
+            print(f"      first two calls {name}: {time.perf_counter() - start:.1f} s (compiling)", flush=True)
         start = time.perf_counter()
         for _ in range(repeats):
             fn()
@@ -147,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--flops-only", action="store_true")
     p.add_argument("--phases", action="store_true", help="also time the prefill alone (decoding = the rest)")
+    p.add_argument("--decoder", choices=["eager", "compiled"], default="eager",
+                   help="decoding steps as plain forward passes, or through generate with a static cache, compiled")
     return p
 
 
@@ -165,7 +197,9 @@ def main(argv=None):
         return
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config = ARCHS[args.arch]()
-    print(f"\nwall-clock on {device} ({args.dtype}), ms per query"
+    if args.decoder == "compiled":  # one graph per batch size and cache length: more than dynamo's default 8
+        torch._dynamo.config.recompile_limit = 64
+    print(f"\nwall-clock on {device} ({args.dtype}, {args.decoder} decoder), ms per query"
           + ("; prefill / decoding of each" if args.phases else ""))
     print(f"{'docs':>4} {'layers':>6} {'batch':>5} {'full':>9} {'comp':>9} {'speed-up':>8}"
           + (f" {'full prefill/decode':>20} {'comp prefill/decode':>20}" if args.phases else ""))
@@ -178,10 +212,11 @@ def main(argv=None):
         for k in args.docs:
             for b in args.batch_sizes:
                 def time_both(a):
+                    report = a.decoder == "compiled" and a.answer_tokens > 1
                     return (seconds_per_query(lambda: uncompressed(generator, config, b, k, a), b, device,
-                                              args.repeats),
+                                              args.repeats, f"full, batch {b}", report),
                             seconds_per_query(lambda: compressed(generator, compressor, config, b, k, a), b, device,
-                                              args.repeats))
+                                              args.repeats, f"compressed, batch {b}", report))
                 t_full, t_comp = time_both(args)
                 line = f"{k:>4} {n:>6} {b:>5} {t_full * 1e3:>9.2f} {t_comp * 1e3:>9.2f} {t_full / t_comp:>8.2f}"
                 if args.phases:
