@@ -23,7 +23,8 @@ batch-1 speed-up any decoder could reach here is (full prefill + floor) / (compr
 `--decoder eager` (the default) runs the decoding steps as plain forward passes with a DynamicCache. `--decoder
 compiled` decodes through Hugging Face's `generate` with a static KV cache and its single-token step compiled by
 `torch.compile` (CUDA graphs on a GPU: mode reduce-overhead), what serving code does against per-step overhead.
-The first two calls per batch size and prompt length compile (their time is printed) and are left out of the timing.
+The first two calls of each system and batch size compile (their times are printed) and are left out of the timing;
+with `--phases` the prefill is timed through `generate` too (a one-token answer: nothing compiled).
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ def decode(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32)
     return out
 
 
-def decode_compiled(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32):
-    """The same greedy decoding through `generate`: a static KV cache, the single-token step compiled."""
+def decode_compiled(model, prompt_ids=None, prompt_embeds=None, answer_tokens=32):
+    """The same greedy decoding through `generate`: a static KV cache, the single-token step compiled (a one-token
+    answer is the prefill alone, not compiled)."""
     prompt = prompt_ids if prompt_ids is not None else prompt_embeds
+    # generate sizes a static cache to the longest prompt it has seen on this model: without this, the compressed
+    # system would decode over the full system's 1,400-position cache.
+    model.__dict__.pop("_previous_max_cache_length", None)
     cuda = prompt.device.type == "cuda"
     compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead" if cuda else "default")
     compile_config._compile_all_devices = True  # generate compiles only on accelerators unless told otherwise
@@ -79,9 +84,9 @@ def decode_compiled(model, config, prompt_ids=None, prompt_embeds=None, answer_t
 
 
 def run_decoder(model, config, args, **prompt):
-    meta = next(model.parameters()).device.type == "meta"  # FLOP counting: the plain loop
-    if args.decoder == "compiled" and not meta and args.answer_tokens > 1:
-        return decode_compiled(model, config, answer_tokens=args.answer_tokens, **prompt)
+    meta = next(model.parameters()).device.type == "meta"  # generate cannot run on the meta device (FLOP counts)
+    if args.decoder == "compiled" and not meta:
+        return decode_compiled(model, answer_tokens=args.answer_tokens, **prompt)
     return decode(model, config, answer_tokens=args.answer_tokens, **prompt)
 
 
@@ -131,15 +136,17 @@ def flops_per_query(arch: str, k: int, compressor_layers: list[int], args) -> tu
 
 
 def seconds_per_query(fn, batch: int, device: torch.device, repeats: int, name: str = "",
-                      report_warmup: bool = False) -> float:
+                      compiled: bool = False) -> float:
     with torch.no_grad():
-        start = time.perf_counter()
-        for _ in range(2 if report_warmup else 1):  # warm-up; compiled: the second call specializes once more
+        warmups = []
+        for _ in range(2 if compiled else 1):  # compiled: the first call compiles, the second specializes again
+            start = time.perf_counter()
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if report_warmup:
-            print(f"      first two calls {name}: {time.perf_counter() - start:.1f} s (compiling)", flush=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            warmups.append(time.perf_counter() - start)
+        if compiled:
+            print(f"      {name}: first call {warmups[0]:.1f} s, second {warmups[1]:.1f} s (compiling)", flush=True)
         start = time.perf_counter()
         for _ in range(repeats):
             fn()
@@ -212,11 +219,11 @@ def main(argv=None):
         for k in args.docs:
             for b in args.batch_sizes:
                 def time_both(a):
-                    report = a.decoder == "compiled" and a.answer_tokens > 1
+                    compiled = a.decoder == "compiled" and a.answer_tokens > 1
                     return (seconds_per_query(lambda: uncompressed(generator, config, b, k, a), b, device,
-                                              args.repeats, f"full, batch {b}", report),
+                                              args.repeats, f"full, batch {b}", compiled),
                             seconds_per_query(lambda: compressed(generator, compressor, config, b, k, a), b, device,
-                                              args.repeats, f"compressed, batch {b}", report))
+                                              args.repeats, f"compressed, batch {b}", compiled))
                 t_full, t_comp = time_both(args)
                 line = f"{k:>4} {n:>6} {b:>5} {t_full * 1e3:>9.2f} {t_comp * 1e3:>9.2f} {t_full / t_comp:>8.2f}"
                 if args.phases:
