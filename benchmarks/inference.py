@@ -5,8 +5,9 @@ Compressed (OSCAR): the compressor (the generator's first N layers) reads k rows
 memory tokens in one batch; the generator reads prompt + k*l embeddings, then decodes the same answer length.
 LoRA is left out: at inference it merges into the weights and costs nothing.
 
-FLOPs are counted with torch.utils.flop_counter on the meta device (no memory, any size, exact for the shapes);
-wall-clock uses random weights (speed does not need trained ones).
+FLOPs are counted with torch.utils.flop_counter on the meta device (no memory, any size, exact for the shapes:
+the prefill and two decoding steps are counted, the other steps follow exactly from them); wall-clock uses random
+weights (speed does not need trained ones).
 
     python benchmarks/inference.py --arch tiny                             # CPU here: FLOPs + time
     python benchmarks/inference.py --arch mistral-7b --flops-only          # the paper's shape, FLOPs
@@ -36,7 +37,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoModelForCausalLM, CompileConfig, DynamicCache, LlamaConfig, MistralConfig
+from transformers import (AutoModelForCausalLM, CompileConfig, DynamicCache, LlamaConfig, MistralConfig,
+                          StaticCache)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scaledown.models.compressor import NLayersCompressor  # noqa: E402
@@ -67,20 +69,31 @@ def decode(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32)
     return out
 
 
+STATIC_CACHES: dict[tuple, StaticCache] = {}
+
+
+def static_cache(model, batch: int, length: int) -> StaticCache:
+    """One static KV cache per model, batch size and length, emptied before each call. `generate` would allocate a
+    new one per call: new addresses for tensors the compiled step marks static, which CUDA graphs re-record."""
+    key = (id(model), batch, length)
+    if key not in STATIC_CACHES:
+        STATIC_CACHES[key] = StaticCache(config=model.config, max_cache_len=length)
+    STATIC_CACHES[key].reset()
+    return STATIC_CACHES[key]
+
+
 def decode_compiled(model, prompt_ids=None, prompt_embeds=None, answer_tokens=32):
     """The same greedy decoding through `generate`: a static KV cache, the single-token step compiled (a one-token
     answer is the prefill alone, not compiled)."""
     prompt = prompt_ids if prompt_ids is not None else prompt_embeds
-    # generate sizes a static cache to the longest prompt it has seen on this model: without this, the compressed
-    # system would decode over the full system's 1,400-position cache.
-    model.__dict__.pop("_previous_max_cache_length", None)
     cuda = prompt.device.type == "cuda"
     compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead" if cuda else "default")
     compile_config._compile_all_devices = True  # generate compiles only on accelerators unless told otherwise
     return model.generate(input_ids=prompt_ids, inputs_embeds=prompt_embeds,
                           attention_mask=torch.ones(prompt.shape[:2], dtype=torch.long, device=prompt.device),
                           max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, do_sample=False,
-                          pad_token_id=0, cache_implementation="static", compile_config=compile_config)
+                          pad_token_id=0, compile_config=compile_config,  # past_key_values: `cache` from 5.2x
+                          past_key_values=static_cache(model, prompt.shape[0], prompt.shape[1] + answer_tokens - 1))
 
 
 def run_decoder(model, config, args, **prompt):
@@ -123,16 +136,30 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def count_query_flops(fn, args) -> float:
+    """FLOPs of `fn(a)` (one query, answer length `args.answer_tokens`) from three short counts: a decoding step's
+    count is affine in the length of the KV cache it attends to (only attention grows with it), so the prefill
+    (a one-token answer) and the first two steps give every step's count exactly."""
+    n = args.answer_tokens
+    counts = [count_flops(lambda: fn(argparse.Namespace(**{**vars(args), "answer_tokens": t})))
+              for t in range(1, min(n, 3) + 1)]
+    if n <= 3:
+        return float(counts[-1])
+    first, growth = counts[1] - counts[0], (counts[2] - counts[1]) - (counts[1] - counts[0])
+    steps = n - 1
+    return float(counts[0] + steps * first + growth * steps * (steps - 1) // 2)
+
+
 def flops_per_query(arch: str, k: int, compressor_layers: list[int], args) -> tuple[float, list[float]]:
     """FLOPs for one query (batch 1): uncompressed, and compressed with each number of compressor layers."""
     config = ARCHS[arch]()
     generator, _ = build(config, 1, "meta", torch.bfloat16)
-    full = count_flops(lambda: uncompressed(generator, config, 1, k, args))
+    full = count_query_flops(lambda a: uncompressed(generator, config, 1, k, a), args)
     comps = []
     for n in compressor_layers:
         generator, compressor = build(config, n, "meta", torch.bfloat16)
-        comps.append(float(count_flops(lambda: compressed(generator, compressor, config, 1, k, args))))
-    return float(full), comps
+        comps.append(count_query_flops(lambda a: compressed(generator, compressor, config, 1, k, a), args))
+    return full, comps
 
 
 def seconds_per_query(fn, batch: int, device: torch.device, repeats: int, name: str = "",

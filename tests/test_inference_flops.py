@@ -3,6 +3,7 @@
 Paper (10 documents of 128 tokens, 16x compression): 20.33 -> 8.36 TFLOPs with 8 compressor layers (2.43x),
 6.53 with 5 layers (3.11x)."""
 
+import argparse
 import sys
 
 import pytest
@@ -12,9 +13,18 @@ from launch import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import inference  # noqa: E402
 
-pytestmark = pytest.mark.slow
+
+@pytest.mark.parametrize("answer_tokens", [1, 3, 9])
+def test_decoding_flops_from_three_counts_equal_counting_every_step(answer_tokens):
+    args = argparse.Namespace(**{**vars(inference.parser().parse_args([])), "answer_tokens": answer_tokens})
+    config = inference.ARCHS["tiny"]()
+    generator, compressor = inference.build(config, 2, "meta", inference.torch.bfloat16)
+    for system in (lambda a: inference.uncompressed(generator, config, 1, 3, a),
+                   lambda a: inference.compressed(generator, compressor, config, 1, 3, a)):
+        assert inference.count_query_flops(system, args) == inference.count_flops(lambda: system(args))
 
 
+@pytest.mark.slow
 def test_mistral_7b_flops_ratio_matches_the_paper():
     args = inference.parser().parse_args([])
     full, (comp8, comp5) = inference.flops_per_query("mistral-7b", 10, [8, 5], args)
