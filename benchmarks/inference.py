@@ -31,17 +31,22 @@ with `--phases` the prefill is timed through `generate` too (a one-token answer:
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import (AutoModelForCausalLM, CompileConfig, DynamicCache, LlamaConfig, MistralConfig,
-                          StaticCache)
+from transformers import (AutoModelForCausalLM, CompileConfig, DynamicCache, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, StaticCache)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scaledown.models.compressor import NLayersCompressor  # noqa: E402
+
+# The KV cache's argument and output field: `cache` in recent transformers, `past_key_values` before (the GPU
+# machine's 5.17).
+CACHE = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 ARCHS = {
     # Mistral-7B-Instruct-v0.2's shape.
@@ -60,12 +65,12 @@ def decode(model, config, prompt_ids=None, prompt_embeds=None, answer_tokens=32)
     """Prefill, then `answer_tokens - 1` single-token steps with a KV cache (greedy decoding's compute)."""
     batch = (prompt_ids if prompt_ids is not None else prompt_embeds).shape[0]
     device = next(model.parameters()).device
-    out = model(input_ids=prompt_ids, inputs_embeds=prompt_embeds, past_key_values=DynamicCache(config=config),
+    out = model(input_ids=prompt_ids, inputs_embeds=prompt_embeds, **{CACHE: DynamicCache(config=config)},
                 use_cache=True, logits_to_keep=1)
     for _ in range(answer_tokens - 1):
         next_ids = out.logits[:, -1:].argmax(-1) if device.type != "meta" else \
             torch.zeros(batch, 1, dtype=torch.long, device=device)
-        out = model(input_ids=next_ids, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=next_ids, **{CACHE: getattr(out, CACHE)}, use_cache=True, logits_to_keep=1)
     return out
 
 
@@ -92,8 +97,8 @@ def decode_compiled(model, prompt_ids=None, prompt_embeds=None, answer_tokens=32
     return model.generate(input_ids=prompt_ids, inputs_embeds=prompt_embeds,
                           attention_mask=torch.ones(prompt.shape[:2], dtype=torch.long, device=prompt.device),
                           max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, do_sample=False,
-                          pad_token_id=0, compile_config=compile_config,  # past_key_values: `cache` from 5.2x
-                          past_key_values=static_cache(model, prompt.shape[0], prompt.shape[1] + answer_tokens - 1))
+                          pad_token_id=0, compile_config=compile_config,
+                          **{CACHE: static_cache(model, prompt.shape[0], prompt.shape[1] + answer_tokens - 1)})
 
 
 def run_decoder(model, config, args, **prompt):
@@ -115,7 +120,7 @@ def compressed(generator, compressor, config, batch, k, args):
                        device=device)
     # Rows of equal length need no padding mask. The (unused) cache keeps transformers from inspecting position
     # values, which the meta device cannot do; it adds no FLOPs.
-    memory = compressor.backbone(input_ids=rows, past_key_values=DynamicCache(config=config),
+    memory = compressor.backbone(input_ids=rows, **{CACHE: DynamicCache(config=config)},
                                  use_cache=True).last_hidden_state[:, -args.memory_tokens:]
     prompt = generator.get_input_embeddings()(
         torch.zeros(batch, args.prompt_tokens + args.query_tokens, dtype=torch.long, device=device))
