@@ -52,7 +52,7 @@ ARCHS = {
     # Mistral-7B-Instruct-v0.2's shape.
     "mistral-7b": lambda: MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
                                         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                                        max_position_embeddings=32768),
+                                        max_position_embeddings=32768, sliding_window=None),
     # SmolLM2-135M-Instruct's shape (the CPU runs' real model).
     "smollm2": lambda: LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                    num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
@@ -145,7 +145,7 @@ def count_query_flops(fn, args) -> float:
     """FLOPs of `fn(a)` (one query, answer length `args.answer_tokens`) from three short counts: a decoding step's
     count is affine in the length of the KV cache it attends to (only attention grows with it), so the prefill
     (a one-token answer) and the first two steps give every step's count exactly."""
-    n = args.answer_tokens
+    n = max(args.answer_tokens, 1)
     counts = [count_flops(lambda: fn(argparse.Namespace(**{**vars(args), "answer_tokens": t})))
               for t in range(1, min(n, 3) + 1)]
     if n <= 3:
@@ -247,6 +247,7 @@ def main(argv=None):
         bandwidth = read_bandwidth(device)
         print(f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s")
     for n in args.compressor_layers:
+        STATIC_CACHES.clear()  # the former generator's
         generator, compressor = build(config, n, device, dtype)
         for k in args.docs:
             for b in args.batch_sizes:

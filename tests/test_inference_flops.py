@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import inference  # noqa: E402
 
 
-@pytest.mark.parametrize("answer_tokens", [1, 3, 9])
+@pytest.mark.parametrize("answer_tokens", [1, 3, 4, 9])
 def test_decoding_flops_from_three_counts_equal_counting_every_step(answer_tokens):
     args = argparse.Namespace(**{**vars(inference.parser().parse_args([])), "answer_tokens": answer_tokens})
     config = inference.ARCHS["tiny"]()
