@@ -10,7 +10,8 @@ shards (`shard-NNNNN.npz` + `.jsonl`, loaded whole by every rank) and the curren
 CSR + Arrow passages, scaledown/build/retrieval.py). Each format is searched by 2 ranks (2 processes, each its own
 half of the queries, in batches like the build's chunks), and the current one also by 1 rank, to show that 2
 ranks share the mapped index (sum of unique memory, USS). Also measured: the other way to split the search, each
-rank searching every query against its own half of the blocks, then partial top-k lists merged.
+rank searching every query against its own half of the blocks, then partial top-k lists merged (timed after the
+build's split in each process, or before it with `--split-first`: the first search maps the index's pages).
 
     python benchmarks/scale.py --stage search --sizes 10000 100000 1000000
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import shutil
 import sys
 import tempfile
@@ -144,31 +146,37 @@ def make_queries(args) -> sp.csr_matrix:
     return zipf_rows(args.queries, 17, np.random.default_rng(1), np.random.default_rng(0).permutation(VOCAB))
 
 
-def search_rank(kind: str, folder: str, queries: sp.csr_matrix, k: int, batch: int, rank: int, world: int,
-                barrier, results) -> None:
+def search_rank(kind: str, folder: str, queries: sp.csr_matrix, k: int, batch: int, split_first: bool, rank: int,
+                world: int, barrier, results) -> None:
     """One rank of the search stage: load, search its half of the queries (and, for the block index with 2
-    ranks, every query against its half of the blocks), then measure memory while every rank still holds it."""
+    ranks, every query against its half of the blocks: before the other when `split_first`, since the first search
+    maps the pages), then measure memory while every rank still holds it."""
     import psutil
 
     start = time.perf_counter()
     index = OldShardIndex(folder) if kind == "old" else SparseIndex(folder)
     load_s = time.perf_counter() - start
-    mine = np.array_split(np.arange(queries.shape[0]), world)[rank]
-    start = time.perf_counter()
-    hits = []
-    for i in range(0, len(mine), batch):
-        hits += index.search(queries[mine[i:i + batch]], k)
-    search_s = time.perf_counter() - start
-    out = {"kind": kind, "rank": rank, "world": world, "load_s": load_s, "search_s_per_query": search_s / len(mine),
-           "hits": hits}
-    if kind == "new" and world > 1:  # the alternative split: all queries, own blocks only
+    out = {"kind": kind, "rank": rank, "world": world, "load_s": load_s}
+
+    def by_queries():
+        mine = np.array_split(np.arange(queries.shape[0]), world)[rank]
+        start = time.perf_counter()
+        hits = []
+        for i in range(0, len(mine), batch):
+            hits += index.search(queries[mine[i:i + batch]], k)
+        out.update(search_s_per_query=(time.perf_counter() - start) / len(mine), hits=hits)
+
+    def by_blocks():  # the alternative split: all queries, own blocks only
         own = list(range(rank, len(index.matrices), world))
         start = time.perf_counter()
         partial = []
         for i in range(0, queries.shape[0], batch):
             partial += index.search(queries[i:i + batch], k, own)
-        out["own_blocks_s_per_query"] = (time.perf_counter() - start) / queries.shape[0]
-        out["partial"] = partial
+        out.update(own_blocks_s_per_query=(time.perf_counter() - start) / queries.shape[0], partial=partial)
+
+    order = [by_queries, by_blocks] if kind == "new" and world > 1 else [by_queries]
+    for search in reversed(order) if split_first else order:
+        search()
     barrier.wait()  # every rank holds its index here: pages mapped by both count as shared, not unique
     out["peak_rss_gib"] = peak_rss_gib()
     out["uss_gib"] = psutil.Process().memory_full_info().uss / 2**30
@@ -192,16 +200,25 @@ def spawn_ranks(target, args: tuple, world: int, what: str) -> list[dict]:
     procs = [ctx.Process(target=target, args=(*args, r, world, barrier, results)) for r in range(world)]
     for p in procs:
         p.start()
-    out = sorted((results.get() for _ in procs), key=lambda r: r["rank"])
+    out = []
+    while len(out) < world:  # a rank that dies would leave the others waiting at the barrier
+        try:
+            out.append(results.get(timeout=5))
+        except queue.Empty:
+            if failed := [p.exitcode for p in procs if p.exitcode]:
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError(f"{what} rank failed with exit code {failed[0]}") from None
     for p in procs:
         p.join()
         if p.exitcode:
             raise RuntimeError(f"{what} rank failed with exit code {p.exitcode}")
-    return out
+    return sorted(out, key=lambda r: r["rank"])
 
 
-def run_ranks(kind: str, folder: Path, queries: sp.csr_matrix, world: int, k: int, batch: int) -> list[dict]:
-    return spawn_ranks(search_rank, (kind, str(folder), queries, k, batch), world, kind)
+def run_ranks(kind: str, folder: Path, queries: sp.csr_matrix, world: int, k: int, batch: int,
+              split_first: bool = False) -> list[dict]:
+    return spawn_ranks(search_rank, (kind, str(folder), queries, k, batch, split_first), world, kind)
 
 
 def merge_partials(partials: list[list[list[tuple[int, float]]]], k: int) -> list[list[tuple[int, float]]]:
@@ -225,7 +242,7 @@ def stage_search(args) -> list[dict]:
             info = write_both_formats(n, folder, vectors=args.vectors)
             print(f"{n} passages: wrote both formats in {time.perf_counter() - start:.0f} s "
                   f"({info['nnz_per_passage']:.0f} non-zeros per passage)", flush=True)
-            new2 = run_ranks("new", folder / "new", queries, 2, args.k, args.batch)
+            new2 = run_ranks("new", folder / "new", queries, 2, args.k, args.batch, args.split_first)
             new1 = run_ranks("new", folder / "new", queries, 1, args.k, args.batch)
             old2 = run_ranks("old", folder / "old", queries, 2, args.k, args.batch) if n <= args.max_old else None
             exact_new = new2[0]["hits"] + new2[1]["hits"]
@@ -420,6 +437,8 @@ def main(argv=None):
     p.add_argument("--tmp", default=None, help="where the synthetic indexes are written (and removed)")
     p.add_argument("--vectors", choices=["splade", "zipf"], default="splade",
                    help="synthetic passages fit to SPLADE-tiny with its real queries, or Zipf term ids")
+    p.add_argument("--split-first", action="store_true",
+                   help="stage search: time the split by blocks before the split by queries (the first maps the pages)")
     p.add_argument("--heap-factors", type=float, nargs="+", default=[0.7, 0.9], help="Seismic's, stage approx")
     p.add_argument("--json", default=None, help="stage approx: also write its rows here")
     args = p.parse_args(argv)
