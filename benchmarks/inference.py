@@ -141,13 +141,17 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def answering(args, tokens: int) -> argparse.Namespace:
+    """The same settings with answers of `tokens` tokens."""
+    return argparse.Namespace(**{**vars(args), "answer_tokens": tokens})
+
+
 def count_query_flops(fn, args) -> float:
     """FLOPs of `fn(a)` (one query, answer length `args.answer_tokens`) from three short counts: a decoding step's
     count is affine in the length of the KV cache it attends to (only attention grows with it), so the prefill
     (a one-token answer) and the first two steps give every step's count exactly."""
     n = max(args.answer_tokens, 1)
-    counts = [count_flops(lambda: fn(argparse.Namespace(**{**vars(args), "answer_tokens": t})))
-              for t in range(1, min(n, 3) + 1)]
+    counts = [count_flops(lambda: fn(answering(args, t))) for t in range(1, min(n, 3) + 1)]
     if n <= 3:
         return float(counts[-1])
     first, growth = counts[1] - counts[0], (counts[2] - counts[1]) - (counts[1] - counts[0])
@@ -242,7 +246,7 @@ def main(argv=None):
           + ("; prefill / decoding of each" if args.phases else ""))
     print(f"{'docs':>4} {'layers':>6} {'batch':>5} {'full':>9} {'comp':>9} {'speed-up':>8}"
           + (f" {'full prefill/decode':>20} {'comp prefill/decode':>20}" if args.phases else ""))
-    one_token = argparse.Namespace(**{**vars(args), "answer_tokens": 1})
+    one_token = answering(args, 1)
     if args.phases:
         bandwidth = read_bandwidth(device)
         print(f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s")

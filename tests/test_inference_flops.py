@@ -3,7 +3,6 @@
 Paper (10 documents of 128 tokens, 16x compression): 20.33 -> 8.36 TFLOPs with 8 compressor layers (2.43x),
 6.53 with 5 layers (3.11x)."""
 
-import argparse
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ import inference  # noqa: E402
 
 @pytest.mark.parametrize("answer_tokens", [1, 3, 4, 9])
 def test_decoding_flops_from_three_counts_equal_counting_every_step(answer_tokens):
-    args = argparse.Namespace(**{**vars(inference.parser().parse_args([])), "answer_tokens": answer_tokens})
+    args = inference.answering(inference.parser().parse_args([]), answer_tokens)
     config = inference.ARCHS["tiny"]()
     generator, compressor = inference.build(config, 2, "meta", inference.torch.bfloat16)
     for system in (lambda a: inference.uncompressed(generator, config, 1, 3, a),
